@@ -1,0 +1,147 @@
+"""Actor and critic in latent space, lambda-returns, and the imagination losses."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ActorCriticConfig
+from .nets import mlp, symexp, symlog, zero_output
+
+UNIMIX = 0.01  # share of the uniform distribution mixed into discrete policies
+STD_MIN, STD_MAX = 0.1, 1.0  # bounds of the continuous policy's pre-tanh std
+
+
+def lambda_return(
+    reward: torch.Tensor, disc: torch.Tensor, value: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """R_t = r_t + disc_t * ((1 - lam) * V_{t+1} + lam * R_{t+1}), with R_H = V_H.
+
+    reward, disc: (H, N); value: (H + 1, N); returns (H, N).
+    """
+    H = reward.shape[0]
+    assert value.shape[0] == H + 1 and disc.shape == reward.shape, (reward.shape, value.shape)
+    returns = []
+    last = value[H]
+    for t in reversed(range(H)):
+        last = reward[t] + disc[t] * ((1 - lam) * value[t + 1] + lam * last)
+        returns.append(last)
+    return torch.stack(returns[::-1])
+
+
+class Actor(nn.Module):
+    """pi(a | z): categorical (with 1% uniform mix) or tanh-squashed Gaussian."""
+
+    def __init__(self, latent_dim: int, hidden_dim: int, action_dim: int, discrete: bool):
+        super().__init__()
+        self.discrete = discrete
+        self.action_dim = action_dim
+        out = action_dim if discrete else 2 * action_dim
+        self.net = mlp(latent_dim, hidden_dim, out)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the discrete policy, uniform mix included."""
+        probs = self.net(z).softmax(-1)
+        probs = (1 - UNIMIX) * probs + UNIMIX / self.action_dim
+        return probs.log()
+
+    def _gaussian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = self.net(z).chunk(2, -1)
+        std = (STD_MAX - STD_MIN) * torch.sigmoid(raw + 2.0) + STD_MIN
+        return mean, std
+
+    def sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A sampled action (one-hot, or in [-1, 1], reparameterised), its log-prob and entropy."""
+        if self.discrete:
+            logp = self.logits(z)
+            # Inverse-CDF sampling: one uniform per row, far cheaper than multinomial on CPU.
+            u = torch.rand((*logp.shape[:-1], 1), device=z.device)
+            index = (logp.exp().cumsum(-1) < u).sum(-1).clamp(max=self.action_dim - 1)
+            action = F.one_hot(index, self.action_dim).to(z.dtype)
+            entropy = -(logp.exp() * logp).sum(-1)
+            return action, (logp * action).sum(-1), entropy
+        mean, std = self._gaussian(z)
+        pre = mean + std * torch.randn_like(std)
+        action = torch.tanh(pre)
+        logp = (-0.5 * ((pre - mean) / std).pow(2) - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)
+        return action, logp, -logp  # single-sample entropy estimate of the squashed Gaussian
+
+    def mode(self, z: torch.Tensor) -> torch.Tensor:
+        """The deterministic action used for evaluation."""
+        if self.discrete:
+            return F.one_hot(self.net(z).argmax(-1), self.action_dim).to(z.dtype)
+        return torch.tanh(self._gaussian(z)[0])
+
+
+class Critic(nn.Module):
+    """V(z), regressed in symlog space so that one setting fits any scale of returns."""
+
+    def __init__(self, latent_dim: int, hidden_dim: int):
+        super().__init__()
+        self.net = zero_output(mlp(latent_dim, hidden_dim, 1))
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        """Expected return from z, in the env's units."""
+        return symexp(self.net(z).squeeze(-1))
+
+    def loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample squared error against symlog(target)."""
+        return (self.net(z).squeeze(-1) - symlog(target)).pow(2)
+
+
+class ActorCritic(nn.Module):
+    """The behaviour learner: actor, critic, its slow copy and the return scale."""
+
+    def __init__(self, cfg: ActorCriticConfig, latent_dim: int, hidden_dim: int,
+                 action_dim: int, discrete: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.actor = Actor(latent_dim, hidden_dim, action_dim, discrete)
+        self.critic = Critic(latent_dim, hidden_dim)
+        self.slow_critic = Critic(latent_dim, hidden_dim)
+        self.slow_critic.load_state_dict(self.critic.state_dict())
+        self.slow_critic.requires_grad_(False)
+        # EMA of the 5th-95th percentile range of imagined returns (saved with the weights).
+        self.register_buffer("return_range", torch.zeros(()))
+
+    def returns(self, reward: torch.Tensor, cont: torch.Tensor,
+                latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lambda-returns (H, N) of an imagined rollout and the slow critic's values (H + 1, N)."""
+        value = self.slow_critic.value(latents)
+        return lambda_return(reward, self.cfg.discount * cont, value, self.cfg.lam), value
+
+    def return_scale(self, returns: torch.Tensor) -> torch.Tensor:
+        """Update the percentile-range EMA and return max(1, range) to divide returns by."""
+        flat = returns.detach().flatten()
+        spread = torch.quantile(flat, 0.95) - torch.quantile(flat, 0.05)
+        rate = self.cfg.return_ema
+        if self.return_range.item() == 0.0:
+            self.return_range.copy_(spread)
+        else:
+            self.return_range.mul_(1 - rate).add_(rate * spread)
+        return self.return_range.clamp(min=1.0)
+
+    def actor_loss(self, returns: torch.Tensor, baseline: torch.Tensor, logp: torch.Tensor,
+                   entropy: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """REINFORCE with a baseline (discrete) or the return's own gradient (continuous)."""
+        if self.actor.discrete:
+            advantage = ((returns - baseline) / scale).detach()
+            objective = logp * advantage
+        else:
+            objective = returns / scale
+        return -(weight * (objective + self.cfg.entropy * entropy)).mean()
+
+    def critic_loss(self, latents: torch.Tensor, returns: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Regression of V(z_t) onto the lambda-returns, weighted by reach probability."""
+        return (weight * self.critic.loss(latents.detach(), returns.detach())).mean()
+
+    @torch.no_grad()
+    def update_slow_critic(self) -> None:
+        """Move the slow critic a step toward the critic."""
+        rate = self.cfg.critic_ema
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters(), strict=True):
+            slow.lerp_(fast, rate)

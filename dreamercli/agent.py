@@ -1,0 +1,132 @@
+"""The agent: world model plus actor-critic, acting on observations and learning from replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .actor_critic import ActorCritic
+from .buffer import SequenceBatch
+from .config import Config
+from .envs import EnvSpec
+from .world_model import WorldModel
+
+GRAD_CLIP = {"world_model": 1000.0, "actor": 100.0, "critic": 100.0}
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto picks cuda when present; cuda without a GPU is an error for the user."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+class Agent(nn.Module):
+    """Dreamer-lite: a latent world model and an actor-critic trained in its imagination."""
+
+    def __init__(self, config: Config, spec: EnvSpec, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.config, self.spec = config, spec
+        wm, ac = config.world_model, config.actor_critic
+        self.world_model = WorldModel(wm, spec.obs_dim, spec.action_dim)
+        self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete)
+        self.device = torch.device(device)
+        self.to(self.device)
+        # fused Adam: one kernel per step instead of a dozen small ones per tensor.
+        adam = {"eps": 1e-6, "fused": True}
+        self.wm_opt = torch.optim.Adam(self.world_model.parameters(), lr=wm.wm_lr, **adam)
+        self.actor_opt = torch.optim.Adam(self.actor_critic.actor.parameters(), lr=ac.actor_lr, **adam)
+        self.critic_opt = torch.optim.Adam(self.actor_critic.critic.parameters(), lr=ac.critic_lr, **adam)
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The agent-side action for one observation: an index, or a vector in [-1, 1]."""
+        return self.act_batch(np.asarray(obs)[None], deterministic)[0]
+
+    @torch.no_grad()
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions for a batch of observations (n, obs): indices (n,) or vectors (n, act)."""
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        z, _ = self.world_model.encode(o)  # act on the posterior mean
+        actor = self.actor_critic.actor
+        action = actor.mode(z) if deterministic else actor.sample(z)[0]
+        action = action.cpu().numpy()
+        return action.argmax(-1) if self.spec.discrete else action
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        """One gradient step of the world model, then of the actor and critic in imagination."""
+        metrics: dict[str, float] = {}
+        # -- world model on replayed sequences ------------------------------------------------
+        losses, wm_metrics, post = self.world_model.loss(*batch)
+        total = sum(losses.values())
+        self.wm_opt.zero_grad(set_to_none=True)
+        total.backward()
+        nn.utils.clip_grad_norm_(self.world_model.parameters(), GRAD_CLIP["world_model"])
+        self.wm_opt.step()
+        metrics.update({f"wm/{k}": v.item() for k, v in losses.items()})
+        metrics["wm/loss"] = total.item()
+        metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
+        # -- actor-critic in imagination from replayed latents ---------------------------------
+        metrics.update(self.behave(post.detach().flatten(0, 1)))
+        return metrics
+
+    def behave(self, latents: torch.Tensor) -> dict[str, float]:
+        """Imagine from a random subset of latents (N, latent); update actor, then critic."""
+        ac_cfg = self.config.actor_critic
+        ac, wm = self.actor_critic, self.world_model
+        n = min(ac_cfg.imag_starts, latents.shape[0])
+        starts = latents[torch.randperm(latents.shape[0], device=latents.device)[:n]]
+        logps, entropies = [], []
+
+        def policy(z: torch.Tensor) -> torch.Tensor:
+            # The actor sees a detached latent; continuous actions still carry gradients
+            # into the next latents, discrete ones only through their log-probabilities.
+            action, logp, entropy = ac.actor.sample(z.detach())
+            logps.append(logp)
+            entropies.append(entropy)
+            return action
+
+        wm.requires_grad_(False)  # the model is a fixed simulator for the actor
+        try:
+            traj = wm.imagine(starts, policy, ac_cfg.horizon)
+            z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
+            reward = wm.reward(z, a)  # (H, N)
+            cont = wm.cont(z, a)  # (H, N)
+            returns, values = ac.returns(reward, cont, traj.latents)  # (H, N), (H + 1, N)
+        finally:
+            wm.requires_grad_(True)
+        logp, entropy = torch.stack(logps), torch.stack(entropies)  # (H, N)
+        # The chance of still being in the episode at step t weighs that step's losses.
+        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()
+        scale = ac.return_scale(returns)
+        baseline = values[:-1].detach()
+        actor_loss = ac.actor_loss(returns, baseline, logp, entropy, weight, scale)
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        nn.utils.clip_grad_norm_(ac.actor.parameters(), GRAD_CLIP["actor"])
+        self.actor_opt.step()
+
+        critic_loss = ac.critic_loss(z, returns, weight)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        nn.utils.clip_grad_norm_(ac.critic.parameters(), GRAD_CLIP["critic"])
+        self.critic_opt.step()
+        ac.update_slow_critic()
+        return {
+            "ac/actor_loss": actor_loss.item(),
+            "ac/critic_loss": critic_loss.item(),
+            "ac/entropy": entropy.mean().item(),
+            "ac/imagined_return": returns.mean().item(),
+            "ac/imagined_reward": reward.mean().item(),
+            "ac/return_scale": scale.item(),
+        }
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Every network's tensors by stable name, for safetensors."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load tensors written by weights(); names and shapes must match exactly."""
+        self.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)

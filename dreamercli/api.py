@@ -1,0 +1,60 @@
+"""The Python API of the design document: DreamerLite(env_name=...).train/evaluate/save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import runs
+from .agent import Agent, resolve_device
+from .config import Config, from_preset, validate, with_overrides
+from .envs import make_env, spec_of
+from .training import evaluate_policy, train
+
+
+class DreamerLite:
+    """A Dreamer-lite agent for one environment; keyword arguments are config field names."""
+
+    def __init__(self, env_name: str = "CartPole-v1", preset: str = "default", **hparams: Any):
+        self.config: Config = validate(with_overrides(from_preset(preset), {"env": env_name, **hparams}))
+        env = make_env(env_name)
+        self.spec = spec_of(env)
+        env.close()
+        self.agent = Agent(self.config, self.spec, resolve_device(self.config.train.device))
+        self.summary: dict[str, Any] | None = None
+
+    def train(self, steps: int | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
+        """Train a fresh agent for `steps` env steps (default: the config's); return the summary."""
+        if steps is not None:
+            self.config = validate(with_overrides(self.config, {"steps": steps}))
+        self.agent, self.summary = train(self.config, None if run_dir is None else Path(run_dir))
+        return self.summary
+
+    def evaluate(self, num_episodes: int = 10, render: bool = False, seed: int | None = None) -> dict:
+        """Deterministic episodes; with render, the frames of the first come back under 'frames'."""
+        seed = self.config.train.seed if seed is None else seed
+        result = evaluate_policy(self.agent, self.config.env, num_episodes, seed, record=render)
+        report: dict[str, Any] = {**result.stats(), "returns": result.returns}
+        if render:
+            report["frames"] = result.frames
+        return report
+
+    def save_models(self, path: str | Path) -> Path:
+        """Write config.json and weights.safetensors into the folder `path`."""
+        path = Path(path)
+        runs.write_config(path, self.config, self.spec)
+        runs.save_weights(path, self.agent.weights())
+        return path
+
+    def load_models(self, path: str | Path) -> DreamerLite:
+        """Load a folder written by save_models() or `dreamer train`; the config comes with it."""
+        self.config, self.spec = runs.load_config(Path(path))
+        self.agent = Agent(self.config, self.spec, resolve_device(self.config.train.device))
+        self.agent.load_weights(runs.load_weights(Path(path)))
+        return self
+
+    def act(self, obs, deterministic: bool = True):
+        """The env-side action for one observation."""
+        from .envs import to_env_action
+
+        return to_env_action(self.spec, self.agent.act(obs, deterministic))

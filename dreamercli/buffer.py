@@ -1,0 +1,76 @@
+"""Replay of real transitions, sampled as fixed-length sequences."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class SequenceBatch(NamedTuple):
+    """A batch of replayed sequences; mask marks steps inside the first step's episode."""
+
+    obs: torch.Tensor  # (B, L, obs)
+    actions: torch.Tensor  # (B, L, act), one-hot or in [-1, 1]
+    rewards: torch.Tensor  # (B, L)
+    next_obs: torch.Tensor  # (B, L, obs)
+    terminated: torch.Tensor  # (B, L)
+    mask: torch.Tensor  # (B, L), bool
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions with episode ids, so sequences never cross episodes."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int):
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros((capacity, action_dim), np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.episode = np.full(capacity, -1, np.int64)
+        self.cursor = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray,
+            terminated: bool, episode: int) -> None:
+        """Store one transition of the given episode, overwriting the oldest when full."""
+        i = self.cursor
+        self.obs[i], self.actions[i], self.next_obs[i] = obs, action, next_obs
+        self.rewards[i], self.terminated[i], self.episode[i] = reward, float(terminated), episode
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, seq_len: int, rng: np.random.Generator,
+               device: torch.device) -> SequenceBatch:
+        """Sample sequences starting at uniformly chosen stored transitions."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        # Steps that leave the start's episode (or the stored data) are masked out.
+        start = rng.integers(0, self.size, size=batch_size)
+        index = start[:, None] + np.arange(seq_len)[None, :]  # (B, L)
+        if self.size == self.capacity:
+            index %= self.capacity
+            valid = np.ones_like(index, dtype=bool)
+        else:
+            valid = index < self.size
+            index = np.minimum(index, self.size - 1)
+        same = self.episode[index] == self.episode[start][:, None]
+        # Once a sequence has left its episode it may not come back (ring wrap-around).
+        mask = np.cumprod(same & valid, axis=1).astype(bool)
+
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(x, device=device)
+
+        return SequenceBatch(
+            obs=t(self.obs[index]),
+            actions=t(self.actions[index]),
+            rewards=t(self.rewards[index]),
+            next_obs=t(self.next_obs[index]),
+            terminated=t(self.terminated[index]),
+            mask=t(mask),
+        )

@@ -1,0 +1,149 @@
+"""Plain functions behind the CLI commands: build configs, show progress, print results."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import runs
+from .config import Config, ConfigError, flatten, from_preset, load_json, validate, with_overrides
+from .envs import EnvError, make_env
+
+USER_ERRORS = (ConfigError, EnvError, runs.RunError, ValueError)
+console = Console(stderr=True)
+
+
+def build_config(flags: dict[str, Any], preset: str = "default", config_file: Path | None = None) -> Config:
+    """Preset, then the JSON file, then command-line flags; validated."""
+    config = from_preset(preset)
+    if config_file is not None:
+        data = flatten(load_json(config_file))
+        config = with_overrides(config, {k: v for k, v in data.items() if k not in runs.META_KEYS})
+    return validate(with_overrides(config, flags))
+
+
+def prepare_training(flags: dict[str, Any], preset: str, config_file: Path | None, runs_dir: Path,
+                     name: str | None, force: bool) -> tuple[Config, Path]:
+    """Check everything that can be wrong before any folder is made."""
+    config = build_config(flags, preset, config_file)
+    if config.train.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for, but torch sees no CUDA GPU")
+    make_env(config.env).close()  # unknown ids and unsupported spaces fail here
+    return config, runs.prepare_run_dir(runs_dir, name, config, force)
+
+
+def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
+    """Train with a rich progress bar; return the summary."""
+    from .training import train
+
+    columns = [
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("ep {task.fields[episodes]}"), TextColumn("eval {task.fields[eval]}"),
+        TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[sps]} steps/s"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(config.env, total=config.train.steps, episodes=0, eval="-",
+                                 losses="", sps="-")
+
+        def show(p) -> None:
+            losses = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in p.losses.items())
+            progress.update(task, completed=p.step, episodes=p.episodes,
+                            eval="-" if p.last_eval is None else f"{p.last_eval:.1f}",
+                            losses=losses, sps=f"{p.sps:.0f}")
+
+        _, summary = train(config, run_dir, on_progress=show)
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """One table of what a run reached."""
+    table = Table(title="training summary")
+    for key in ("final_eval", "best_eval", "threshold", "steps_to_threshold", "env_steps",
+                "episodes", "updates", "wall_seconds"):
+        value = summary.get(key)
+        table.add_row(key, "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def load_agent(run_dir: Path, device: str):
+    """Rebuild the agent from config.json and weights.safetensors alone."""
+    from .agent import Agent, resolve_device
+
+    config, spec = runs.load_config(run_dir)
+    tensors = runs.load_weights(run_dir)
+    agent = Agent(config, spec, resolve_device(device))
+    try:
+        agent.load_weights(tensors)
+    except RuntimeError as err:
+        raise runs.RunError(f"weights in {run_dir} do not fit its config: {err}") from None
+    agent.eval()
+    return agent, config
+
+
+def display_available() -> bool:
+    """Whether a window can be opened here."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def write_gif(frames: list, path: Path, fps: int = 30) -> Path:
+    """Write rgb_array frames as an animated GIF, atomically."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    tmp = path.with_name(f".{path.name}.tmp.gif")
+    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    tmp.replace(path)
+    return path
+
+
+def run_evaluation(agent, config: Config, run_dir: Path, episodes: int, seed: int | None,
+                   render: bool) -> dict[str, Any]:
+    """Evaluate, write eval.json (and videos/eval.gif with render); return the report."""
+    from .training import evaluate_policy
+
+    seed = config.train.seed if seed is None else seed
+    with console.status(f"evaluating {episodes} episodes of {config.env}"):
+        result = evaluate_policy(agent, config.env, episodes, seed, record=render)
+    report: dict[str, Any] = {"env": config.env, "seed": seed, **result.stats(),
+                              "returns": result.returns, "lengths": result.lengths}
+    if render and result.frames:
+        report["gif"] = str(write_gif(result.frames, Path(run_dir) / "videos" / "eval.gif"))
+        if display_available():
+            try:
+                env = make_env(config.env, render_mode="human")
+                obs, _ = env.reset(seed=seed)
+                done = False
+                while not done:
+                    from .envs import to_env_action
+
+                    obs, _, term, trunc, _ = env.step(to_env_action(agent.spec, agent.act(obs, True)))
+                    done = term or trunc
+                env.close()
+            except Exception as err:  # a window is a nicety: never lose the evaluation over it
+                console.print(f"[yellow]could not open a window: {err}")
+    runs.write_json(Path(run_dir) / runs.EVAL_FILE, report)
+    return report
+
+
+def print_evaluation(report: dict[str, Any]) -> None:
+    """The evaluation table on stdout."""
+    table = Table(title=f"{report['env']}: {report['episodes']} deterministic episodes (seed {report['seed']})")
+    for col in ("mean", "std", "min", "max"):
+        table.add_column(f"return {col}", justify="right")
+    table.add_row(*(f"{report[f'return_{c}']:.2f}" for c in ("mean", "std", "min", "max")))
+    Console().print(table)
+    if "gif" in report:
+        Console().print(f"first episode: {report['gif']}")

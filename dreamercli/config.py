@@ -1,0 +1,214 @@
+"""One frozen config tree: world model, actor-critic and training settings, presets, JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """Sizes and loss scales of the latent world model."""
+
+    latent_dim: int = 32  # size of the Gaussian latent z
+    hidden_dim: int = 128  # width of every hidden layer (world model and actor-critic)
+    wm_lr: float = 3e-4  # Adam learning rate of encoder, transition, heads and decoder
+    seq_len: int = 16  # length of replayed sequences; the model is trained open-loop over it
+    free_nats: float = 1.0  # KL below this many nats per step is not penalised
+    kl_dyn: float = 0.5  # weight of KL(stop-grad posterior || prior): trains the transition
+    kl_rep: float = 0.1  # weight of KL(posterior || stop-grad prior): shapes the encoder
+    min_std: float = 0.1  # lower bound of every latent standard deviation
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig:
+    """Imagination horizon, returns and optimiser settings of the policy and value."""
+
+    horizon: int = 15  # imagined steps per rollout
+    imag_starts: int = 256  # replayed latents that start imagined rollouts, per update
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the critic
+    discount: float = 0.99  # gamma
+    lam: float = 0.95  # lambda of the lambda-return
+    entropy: float = 3e-4  # entropy bonus, applied to returns normalised to about [0, 1]
+    critic_ema: float = 0.02  # rate at which the slow (target) critic follows the critic
+    return_ema: float = 0.01  # rate of the percentile-range estimate that scales returns
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop: data collection, update ratio, evaluation and logging."""
+
+    steps: int = 10_000  # env steps to train for
+    seed: int = 0
+    batch_size: int = 64  # replayed sequences per world-model update
+    buffer_size: int = 100_000  # real transitions kept in replay
+    train_ratio: float = 0.5  # gradient updates per env step once prefill is done
+    prefill: int = 500  # env steps of uniformly random actions before learning starts
+    eval_every: int = 1_000  # env steps between evaluations (0: only at the end)
+    eval_episodes: int = 10  # deterministic episodes per evaluation
+    log_every: int = 250  # env steps between training-metric rows
+    threshold: float | None = None  # return that counts as solved; None: the env's own
+    device: str = "auto"  # auto, cpu or cuda
+    threads: int = 1  # torch CPU threads; small nets run fastest on one
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; stored verbatim as config.json."""
+
+    env: str = "CartPole-v1"
+    algo: str = "dreamer"
+    preset: str = "default"
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = ("world_model", "actor_critic", "train")
+TOP_LEVEL = ("env", "algo", "preset")
+
+# Presets are overlays of the one default config, keyed by field name.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": {
+        "latent_dim": 8,
+        "hidden_dim": 32,
+        "seq_len": 8,
+        "horizon": 5,
+        "imag_starts": 32,
+        "batch_size": 16,
+        "steps": 300,
+        "prefill": 100,
+        "train_ratio": 0.25,
+        "eval_every": 150,
+        "eval_episodes": 2,
+        "log_every": 50,
+    },
+}
+
+
+def field_names() -> dict[str, str]:
+    """Map every settable field name to the section that holds it ('' for top level)."""
+    names = {name: "" for name in TOP_LEVEL}
+    for section in SECTIONS:
+        for f in fields(Config.__dataclass_fields__[section].default_factory()):
+            names[f.name] = section
+    return names
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """Return a copy of config with the named fields replaced (names are unique in the tree)."""
+    names = field_names()
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+    top = {k: v for k, v in overrides.items() if names[k] == ""}
+    sections = {}
+    for section in SECTIONS:
+        current = getattr(config, section)
+        part = {k: _coerce(getattr(current, k), v) for k, v in overrides.items()
+                if names[k] == section}
+        if part:
+            sections[section] = dataclasses.replace(getattr(config, section), **part)
+    return dataclasses.replace(config, **top, **sections)
+
+
+def _coerce(old: Any, value: Any) -> Any:
+    """Turn a JSON float such as 1000.0 into an int where the field holds ints."""
+    if isinstance(old, int) and not isinstance(old, bool) and isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    return value
+
+
+def from_preset(name: str) -> Config:
+    """The default config with a preset's overlay applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return with_overrides(Config(preset=name), PRESETS[name])
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The config as nested plain JSON-able dicts."""
+    return dataclasses.asdict(config)
+
+
+def flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """Field values from to_dict() output (nested by section) or an already flat dict."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config from to_dict() output (nested) or from a flat dict of field names."""
+    flat = flatten(data)
+    return validate(with_overrides(from_preset(flat.get("preset", "default")), flat))
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object of config fields, with errors fit for the user."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def validate(config: Config) -> Config:
+    """Check types and ranges; raise ConfigError naming the first bad field."""
+    for section in SECTIONS:
+        part = getattr(config, section)
+        for f in fields(part):
+            value = getattr(part, f.name)
+            default = getattr(type(part)(), f.name)
+            if isinstance(default, bool) or value is None:
+                continue
+            if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+                raise ConfigError(f"{f.name} must be a number, got {value!r}")
+            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+    wm, ac, tr = config.world_model, config.actor_critic, config.train
+    positive = {
+        "latent_dim": wm.latent_dim, "hidden_dim": wm.hidden_dim, "wm_lr": wm.wm_lr,
+        "min_std": wm.min_std, "horizon": ac.horizon, "imag_starts": ac.imag_starts,
+        "actor_lr": ac.actor_lr, "critic_lr": ac.critic_lr, "steps": tr.steps,
+        "batch_size": tr.batch_size, "buffer_size": tr.buffer_size,
+        "train_ratio": tr.train_ratio, "eval_episodes": tr.eval_episodes,
+        "log_every": tr.log_every, "threads": tr.threads,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+    if wm.seq_len < 2:
+        raise ConfigError(f"seq_len must be >= 2, got {wm.seq_len}")
+    for name, value in {"discount": ac.discount, "lam": ac.lam,
+                        "critic_ema": ac.critic_ema, "return_ema": ac.return_ema}.items():
+        if not 0 < value <= 1:
+            raise ConfigError(f"{name} must be in (0, 1], got {value}")
+    for name, value in {"prefill": tr.prefill, "eval_every": tr.eval_every,
+                        "entropy": ac.entropy, "free_nats": wm.free_nats}.items():
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
+    if tr.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got '{tr.device}'")
+    if config.preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{config.preset}' (choose from {', '.join(PRESETS)})")
+    return config

@@ -1,0 +1,130 @@
+"""Environments: make one from an id or module:Class, read its spaces, encode actions."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+# Pendulum-v1 registers no reward_threshold; -200 is near what good control reaches.
+FALLBACK_THRESHOLDS = {"Pendulum-v1": -200.0}
+
+
+class EnvError(ValueError):
+    """An environment that cannot be made or is not supported; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the agent needs to know about an environment's spaces."""
+
+    obs_dim: int
+    action_dim: int  # number of actions (discrete) or action vector size (continuous)
+    discrete: bool
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+
+
+def _resolve(env_id: str):
+    """Return what gym.make accepts: a registered id, or an env class from module:Class."""
+    if ":" in env_id and env_id.split(":", 1)[0] and env_id not in gym.registry:
+        module_name, _, class_name = env_id.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise EnvError(f"cannot import module '{module_name}' for env '{env_id}': {err}") from None
+        cls = getattr(module, class_name, None)
+        if cls is None:
+            raise EnvError(f"module '{module_name}' has no class '{class_name}'")
+        return cls
+    if env_id not in gym.registry:
+        raise EnvError(
+            f"unknown environment '{env_id}': use a registered Gymnasium id "
+            "(e.g. CartPole-v1, Pendulum-v1) or module:Class"
+        )
+    return env_id
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """Build the environment, check its spaces are supported, and seed its action space."""
+    target = _resolve(env_id)
+    kwargs = {"render_mode": render_mode} if render_mode else {}
+    if render_mode == "rgb_array" and not os.environ.get("DISPLAY"):
+        # pygame-based renderers need no window for rgb_array; headless SDL stays quiet.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    try:
+        if isinstance(target, str):
+            env = gym.make(target, **kwargs)
+        else:
+            env = target(**kwargs)
+    except gym.error.Error as err:
+        raise EnvError(f"cannot make environment '{env_id}': {err}") from None
+    except TypeError as err:
+        raise EnvError(f"cannot construct '{env_id}': {err}") from None
+    spec_of(env)
+    if seed is not None:
+        env.action_space.seed(seed)
+    return env
+
+
+def spec_of(env: gym.Env) -> EnvSpec:
+    """Read the dimensions; raise EnvError for anything but flat Box obs and Discrete/Box actions."""
+    obs, act = env.observation_space, env.action_space
+    if not (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 1):
+        raise EnvError(
+            f"unsupported observation space {obs}: dreamer supports flat Box observations (shape (n,))"
+        )
+    if isinstance(act, gym.spaces.Discrete):
+        return EnvSpec(obs_dim=int(obs.shape[0]), action_dim=int(act.n), discrete=True)
+    if isinstance(act, gym.spaces.Box) and len(act.shape) == 1:
+        if not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
+            raise EnvError(f"unsupported action space {act}: Box actions need finite bounds")
+        return EnvSpec(
+            obs_dim=int(obs.shape[0]),
+            action_dim=int(act.shape[0]),
+            discrete=False,
+            action_low=tuple(float(x) for x in act.low),
+            action_high=tuple(float(x) for x in act.high),
+        )
+    raise EnvError(
+        f"unsupported action space {act}: dreamer supports Discrete or flat Box actions"
+    )
+
+
+def threshold_of(env_id: str, override: float | None = None) -> float | None:
+    """The return that counts as solved: the override, the registered one, or a known fallback."""
+    if override is not None:
+        return float(override)
+    if env_id in gym.registry:
+        registered = gym.spec(env_id).reward_threshold
+        if registered is not None:
+            return float(registered)
+    return FALLBACK_THRESHOLDS.get(env_id)
+
+
+def to_env_action(spec: EnvSpec, action: np.ndarray):
+    """Map the agent's action (an index, or a vector in [-1, 1]) to the env's action space."""
+    if spec.discrete:
+        return int(action)
+    low, high = np.asarray(spec.action_low), np.asarray(spec.action_high)
+    clipped = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    return (low + (clipped + 1.0) * 0.5 * (high - low)).astype(np.float32)
+
+
+def random_action(spec: EnvSpec, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random agent-side action, drawn from our own seeded generator."""
+    if spec.discrete:
+        return np.asarray(rng.integers(spec.action_dim))
+    return rng.uniform(-1.0, 1.0, size=spec.action_dim).astype(np.float32)
+
+
+def encode_action(spec: EnvSpec, action: np.ndarray) -> np.ndarray:
+    """The action as the model sees it: one-hot for discrete, the [-1, 1] vector otherwise."""
+    if spec.discrete:
+        onehot = np.zeros(spec.action_dim, dtype=np.float32)
+        onehot[int(action)] = 1.0
+        return onehot
+    return np.asarray(action, dtype=np.float32)

@@ -1,0 +1,34 @@
+"""A tiny custom environment for the module:Class path of make_env."""
+
+import gymnasium as gym
+import numpy as np
+
+
+class Reach(gym.Env):
+    """Move a point on a line toward zero; reward is minus the distance."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+        self.action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+        self.x = 0.0
+        self.t = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = float(self.np_random.uniform(-5, 5)), 0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x = float(np.clip(self.x + 0.5 * float(action[0]), -10, 10))
+        self.t += 1
+        return np.array([self.x], np.float32), -abs(self.x), False, self.t >= 20, {}
+
+
+class ImageObs(gym.Env):
+    """An unsupported observation space (an image)."""
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)

@@ -1,0 +1,16 @@
+import numpy as np
+
+from dreamercli import DreamerLite
+
+
+def test_design_document_quick_start(tmp_path):
+    agent = DreamerLite(env_name="Pendulum-v1", preset="tiny", latent_dim=6, hidden_dim=16)
+    summary = agent.train(120)
+    assert summary["env_steps"] == 120
+    agent.save_models(tmp_path / "model")
+    again = DreamerLite(env_name="CartPole-v1").load_models(tmp_path / "model")
+    assert again.config == agent.config
+    obs = np.array([1.0, 0.0, 0.5], np.float32)
+    assert np.array_equal(agent.act(obs), again.act(obs))
+    report = again.evaluate(num_episodes=2, render=True)
+    assert len(report["returns"]) == 2 and len(report["frames"]) == 201

@@ -1,0 +1,48 @@
+import numpy as np
+import torch
+
+from dreamercli.buffer import ReplayBuffer
+
+
+def fill(buf, episodes):
+    """Add episodes of given lengths; obs encode (episode, t) so sequences can be checked."""
+    for ep, length in enumerate(episodes):
+        for t in range(length):
+            obs = np.array([ep, t], np.float32)
+            buf.add(obs, np.array([1.0]), 1.0, obs + np.array([0, 1], np.float32), t == length - 1, ep)
+
+
+def test_sequences_never_leave_their_episode():
+    buf = ReplayBuffer(100, 2, 1)
+    fill(buf, [5, 3, 7])
+    batch = buf.sample(64, 4, np.random.default_rng(0), torch.device("cpu"))
+    assert batch.obs.shape == (64, 4, 2) and batch.mask.shape == (64, 4)
+    for b in range(64):
+        ep = batch.obs[b, 0, 0]
+        for t in range(4):
+            if batch.mask[b, t]:
+                assert batch.obs[b, t, 0] == ep and batch.obs[b, t, 1] == batch.obs[b, 0, 1] + t
+        # a mask is a prefix: once off, it stays off
+        m = batch.mask[b].tolist()
+        assert m == sorted(m, reverse=True)
+    assert batch.mask[:, 0].all()
+
+
+def test_ring_buffer_wraps_and_keeps_capacity():
+    buf = ReplayBuffer(10, 2, 1)
+    fill(buf, [6, 6])
+    assert len(buf) == 10 and buf.cursor == 2
+    # the two oldest transitions of episode 0 were overwritten by episode 1's last two
+    assert buf.obs[0].tolist() == [1, 4] and buf.obs[2].tolist() == [0, 2]
+    batch = buf.sample(200, 3, np.random.default_rng(1), torch.device("cpu"))
+    for b in range(200):
+        if batch.mask[b, 1]:
+            assert batch.obs[b, 1, 0] == batch.obs[b, 0, 0]
+            assert batch.obs[b, 1, 1] == batch.obs[b, 0, 1] + 1
+
+
+def test_terminal_flags_and_rewards_are_kept():
+    buf = ReplayBuffer(20, 2, 1)
+    fill(buf, [3])
+    assert buf.terminated[:3].tolist() == [0.0, 0.0, 1.0]
+    assert buf.rewards[:3].tolist() == [1.0, 1.0, 1.0]

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+
+from dreamercli import runs
+from dreamercli.agent import Agent
+from dreamercli.config import from_preset
+from dreamercli.envs import make_env, spec_of
+
+
+def test_run_folder_is_complete_and_loadable(cartpole_run):
+    names = {p.name for p in cartpole_run.iterdir()}
+    assert {"config.json", "weights.safetensors", "metrics.jsonl", "summary.json", "curves.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    config, spec = runs.load_config(cartpole_run)
+    assert config.env == "CartPole-v1" and spec.discrete and spec.obs_dim == 4
+    data = json.loads((cartpole_run / "config.json").read_text())
+    assert data["schema_version"] == 1 and "dreamer_version" in data
+    summary = json.loads((cartpole_run / "summary.json").read_text())
+    for key in ("final_eval", "env_steps", "wall_seconds", "best_eval", "steps_to_threshold", "threshold"):
+        assert key in summary
+    assert summary["env_steps"] == config.train.steps and summary["threshold"] == 475.0
+    assert (cartpole_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_rows_have_steps_and_area_keys(cartpole_run):
+    rows = list(runs.read_metrics(cartpole_run))
+    assert rows and all("step" in r for r in rows)
+    keys = set().union(*rows)
+    assert {"eval/return_mean", "eval/return_std", "wm/loss", "wm/open_loop_obs_err",
+            "ac/actor_loss", "ac/critic_loss", "train/episode_return"} <= keys
+    assert all(k in ("step", "time") or "/" in k for k in keys)
+    evals = [r for r in rows if "eval/return_mean" in r]
+    assert evals[-1]["step"] == from_preset("tiny").train.steps
+
+
+def test_save_load_gives_the_same_actions(pendulum_run, tmp_path):
+    config, spec = runs.load_config(pendulum_run)
+    first = Agent(config, spec)
+    first.load_weights(runs.load_weights(pendulum_run))
+    runs.save_weights(tmp_path, first.weights())
+    second = Agent(config, spec)
+    second.load_weights(runs.load_weights(tmp_path))
+    obs = np.random.default_rng(0).normal(size=(32, spec.obs_dim)).astype(np.float32)
+    assert np.array_equal(first.act_batch(obs, True), second.act_batch(obs, True))
+    fresh = Agent(config, spec)  # untrained weights act differently
+    assert not np.array_equal(first.act_batch(obs, True), fresh.act_batch(obs, True))
+
+
+def test_weights_file_has_stable_names(cartpole_run):
+    names = set(runs.load_weights(cartpole_run))
+    for prefix in ("world_model.encoder.", "world_model.dynamics.", "world_model.reward_head.",
+                   "world_model.cont_head.", "world_model.decoder.", "actor_critic.actor.",
+                   "actor_critic.critic.", "actor_critic.slow_critic."):
+        assert any(n.startswith(prefix) for n in names), prefix
+    assert "actor_critic.return_range" in names
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(runs.RunError, match="not found"):
+        runs.load_config(tmp_path / "nope")
+    with pytest.raises(runs.RunError, match="not a dreamer run folder"):
+        runs.load_config(tmp_path)
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(runs.RunError, match="not a valid dreamer config"):
+        runs.load_config(tmp_path)
+
+
+def test_broken_metrics_lines_are_skipped_with_a_warning(tmp_path):
+    runs.write_metrics(tmp_path, [{"step": 1, "a/b": 1.0}, {"step": 2, "a/b": 2.0}])
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write("{truncated\n[1]\n")
+    warnings = []
+    rows = list(runs.read_metrics(tmp_path, warn=warnings.append))
+    assert [r["step"] for r in rows] == [1, 2]
+    assert len(warnings) == 2 and "metrics.jsonl:3" in warnings[0]
+
+
+def test_atomic_json_leaves_no_temp_files_and_writes_null_for_nan(tmp_path):
+    runs.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_existing_folder_needs_force(tmp_path):
+    config = from_preset("tiny")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(runs.RunError, match="--force"):
+        runs.prepare_run_dir(tmp_path, "taken", config, force=False)
+    assert runs.prepare_run_dir(tmp_path, "taken", config, force=True) == tmp_path / "taken"
+    name = runs.prepare_run_dir(tmp_path, None, config, force=False).name
+    assert name.startswith("CartPole-v1-dreamer-s0-")
+
+
+def test_spec_survives_the_round_trip(pendulum_run):
+    _, spec = runs.load_config(pendulum_run)
+    assert spec == spec_of(make_env("Pendulum-v1"))

@@ -1,0 +1,52 @@
+import numpy as np
+from conftest import tiny
+
+from dreamercli import runs
+from dreamercli.agent import Agent
+from dreamercli.envs import make_env, spec_of
+from dreamercli.training import evaluate_policy, train
+
+
+def metrics_without_timing(run_dir):
+    """Metric rows minus the wall-clock fields, which differ between any two runs."""
+    return [{k: v for k, v in row.items() if k not in ("time", "train/sps")}
+            for row in runs.read_metrics(run_dir)]
+
+
+def test_same_seed_same_metrics(tmp_path):
+    config = tiny("CartPole-v1", steps=200, eval_every=100)
+    train(config, tmp_path / "a")
+    train(config, tmp_path / "b")
+    train(tiny("CartPole-v1", steps=200, eval_every=100, seed=1), tmp_path / "c")
+    a, b, c = (metrics_without_timing(tmp_path / x) for x in "abc")
+    assert a == b and len(a) > 3
+    assert c != a
+
+
+def test_pendulum_end_to_end_updates_and_evaluates(pendulum_run):
+    summary = runs.read_json(pendulum_run / "summary.json")
+    assert summary["updates"] > 0 and summary["threshold"] == -200.0
+    assert -2000 < summary["final_eval"] <= 0
+
+
+def test_custom_env_trains(tmp_path):
+    _agent, summary = train(tiny("custom_env:Reach", steps=150), tmp_path / "reach")
+    assert summary["threshold"] is None and summary["steps_to_threshold"] is None
+    assert (tmp_path / "reach" / "weights.safetensors").is_file()
+
+
+def test_evaluation_is_independent_of_batching():
+    config = tiny("CartPole-v1")
+    env = make_env("CartPole-v1")
+    agent = Agent(config, spec_of(env))
+    one = evaluate_policy(agent, "CartPole-v1", 5, seed=3, batch=1)
+    many = evaluate_policy(agent, "CartPole-v1", 5, seed=3, batch=4)
+    assert one.returns == many.returns and one.lengths == many.lengths
+
+
+def test_recording_keeps_the_first_episodes_frames():
+    config = tiny("CartPole-v1")
+    agent = Agent(config, spec_of(make_env("CartPole-v1")))
+    result = evaluate_policy(agent, "CartPole-v1", 2, seed=0, record=True)
+    assert len(result.frames) == result.lengths[0] + 1
+    assert result.frames[0].shape[-1] == 3 and result.frames[0].dtype == np.uint8

@@ -42,11 +42,13 @@ class Actor(nn.Module):
         out = action_dim if discrete else 2 * action_dim
         self.net = mlp(latent_dim, hidden_dim, out)
 
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        """Probabilities of the discrete policy, uniform mix included."""
+        return self.net(z).softmax(-1).mul(1 - UNIMIX).add(UNIMIX / self.action_dim)
+
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the discrete policy, uniform mix included."""
-        probs = self.net(z).softmax(-1)
-        probs = (1 - UNIMIX) * probs + UNIMIX / self.action_dim
-        return probs.log()
+        return self.probs(z).log()
 
     def _gaussian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, raw = self.net(z).chunk(2, -1)
@@ -56,13 +58,15 @@ class Actor(nn.Module):
     def sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A sampled action (one-hot, or in [-1, 1], reparameterised), its log-prob and entropy."""
         if self.discrete:
-            logp = self.logits(z)
+            probs = self.probs(z)
+            logp = probs.log()
             # Inverse-CDF sampling: one uniform per row, far cheaper than multinomial on CPU.
-            u = torch.rand((*logp.shape[:-1], 1), device=z.device)
-            index = (logp.exp().cumsum(-1) < u).sum(-1).clamp(max=self.action_dim - 1)
-            action = F.one_hot(index, self.action_dim).to(z.dtype)
-            entropy = -(logp.exp() * logp).sum(-1)
-            return action, (logp * action).sum(-1), entropy
+            with torch.no_grad():
+                u = torch.rand((*probs.shape[:-1], 1), device=z.device)
+                index = (probs.cumsum(-1) < u).sum(-1, keepdim=True).clamp_(max=self.action_dim - 1)
+                action = torch.zeros_like(probs).scatter_(-1, index, 1.0)
+            entropy = -(probs * logp).sum(-1)
+            return action, logp.gather(-1, index).squeeze(-1), entropy
         mean, std = self._gaussian(z)
         pre = mean + std * torch.randn_like(std)
         action = torch.tanh(pre)

@@ -85,12 +85,24 @@ def train(
     eval_episodes: Annotated[int | None, typer.Option(
         help="Episodes per evaluation.", rich_help_panel=HP)] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.", rich_help_panel=HP)] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Train several seeds, a run folder each: '0 1 2', '0,1,2' or '0-9'.", rich_help_panel=MS)] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Parallel worker processes for --seeds (default: one per core, at most one per seed).",
+        rich_help_panel=MS)] = None,
+    ray: Annotated[str | None, typer.Option(
+        help="Run --seeds as Ray tasks; alone: RAY_ADDRESS or a new local Ray; with ADDRESS "
+             "(HEAD:6379): join that cluster. Needs the ray extra (pip install -e '.\\[ray]').",
+        rich_help_panel=MS)] = None,
 ) -> None:
     """Train an agent and write a run folder (config, weights, metrics, summary, curves)."""
     flags = {k: v for k, v in locals().items() if v is not None and k not in NON_CONFIG}
     flags = {k: v.value if isinstance(v, Enum) else v for k, v in flags.items()}
     from . import commands
 
+    if seeds is not None or workers is not None or ray is not None:
+        train_seeds(flags, preset.value, config, runs_dir, name, force, seeds, workers, ray)
+        return
     try:
         cfg, run_dir = commands.prepare_training(flags, preset.value, config, runs_dir, name, force)
     except commands.USER_ERRORS as err:
@@ -100,7 +112,106 @@ def train(
     typer.echo(str(run_dir))
 
 
-NON_CONFIG = {"runs_dir", "name", "force", "config", "preset"}
+NON_CONFIG = {"runs_dir", "name", "force", "config", "preset", "seeds", "workers", "ray"}
+MS = "Several seeds"
+
+
+def train_seeds(flags: dict, preset: str, config_file: Path | None, runs_dir: Path, name: str | None,
+                force: bool, seeds: str | None, workers: int | None, ray: str | None) -> None:
+    """`train --seeds`: a run folder per seed in local workers or Ray tasks; exit 1 if any failed."""
+    from . import commands, multiseed
+
+    if seeds is None:
+        fail("--workers and --ray need --seeds")
+    if "seed" in flags:
+        fail("give either --seed or --seeds, not both")
+    if workers is not None and workers <= 0:
+        fail(f"--workers must be > 0, got {workers}")
+    try:
+        seed_list = multiseed.parse_seeds(seeds)
+        if ray is not None:
+            multiseed.import_ray()
+        first = f"{name}-s{seed_list[0]}" if name else None
+        cfg, _ = commands.prepare_training({**flags, "seed": seed_list[0]}, preset, config_file, runs_dir,
+                                           first, force)
+        jobs = multiseed.plan(cfg, seed_list, runs_dir, name, force)
+    except commands.USER_ERRORS as err:
+        fail(str(err))
+    if ray is not None:
+        results = multiseed.run_ray(jobs, ray)
+    else:
+        results = multiseed.run_local(jobs, workers or multiseed.default_workers(len(jobs)))
+    code = multiseed.report(results)
+    if code:
+        raise typer.Exit(code)
+
+
+class XAxis(str, Enum):
+    steps = "steps"
+    seconds = "seconds"
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"dreamer: warning: {message}", err=True)
+
+
+@app.command()
+def plot(
+    run: Annotated[list[Path], typer.Argument(help="Run folders (a shell glob such as runs/* works).")],
+    out: Annotated[Path | None, typer.Option(
+        help="PNG to write (default: RUN/curves.png for one run, plot.png for several).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        help="Metric key from metrics.jsonl; repeat for several (default: all for one run, "
+             "eval/return_mean for several).")] = None,
+    x: Annotated[XAxis, typer.Option(help="Horizontal axis: env steps or wall-clock seconds.")] = XAxis.steps,
+) -> None:
+    """Plot one run's curves, or overlay several grouped by (env, algo, label) with 95% bands."""
+    from . import runs
+    from .compare import group_runs, load_runs
+    from .plotting import check_metrics, plot_groups, plot_run
+
+    metrics = [m for item in metric or [] for m in item.split(",") if m]
+    try:
+        if len(run) == 1:
+            path = plot_run(run[0], out, metrics or None, x.value, warn=_warn)
+        else:
+            run_list = load_runs(run, warn=_warn)
+            check_metrics(run_list, metrics)
+            path = plot_groups(group_runs(run_list, warn=_warn), out or Path("plot.png"), metrics or None, x.value)
+    except (runs.RunError, ValueError) as err:
+        fail(str(err))
+    typer.echo(str(path))
+
+
+@app.command()
+def compare(
+    run: Annotated[list[Path], typer.Argument(help="Run folders (a shell glob such as runs/* works).")],
+    threshold: Annotated[float | None, typer.Option(
+        help="Return that counts as solved (default: each run's threshold in summary.json).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for compare.md, .csv, .json and .png.")] = Path("compare"),
+) -> None:
+    """Table per env of groups (env, algo, label) over seeds: IQM, 95% CI, AUC, steps to threshold."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import compare as cmp
+    from . import runs
+
+    try:
+        run_list = cmp.load_runs(run, warn=_warn)
+    except (runs.RunError, ValueError) as err:
+        fail(str(err))
+    tables = cmp.compare(run_list, threshold, warn=_warn)
+    console = Console()
+    for env, rows in tables.items():
+        table = Table(title=f"{env}: groups over seeds", caption=cmp.CAPTION)
+        for i, (_, header) in enumerate(cmp.COLUMNS):
+            table.add_column(header, justify="left" if i < 2 else "right")
+        for row in rows:
+            table.add_row(*cmp.cells(row))
+        console.print(table)
+    for path in cmp.write_outputs(tables, run_list, out, threshold):
+        typer.echo(str(path))
 
 
 @app.command()
@@ -125,10 +236,34 @@ def evaluate(
     commands.print_evaluation(report)
 
 
+def join_seeds_argv(args: list[str]) -> list[str]:
+    """Let `--seeds 0 1 2` and a bare `--ray` parse: join the seed words, give --ray its default."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        out.append(args[i])
+        if args[i] == "--seeds":
+            words = []
+            while i + 1 < len(args) and not args[i + 1].startswith("-"):
+                words.append(args[i + 1])
+                i += 1
+            out.append(" ".join(words))
+        elif args[i] == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("local")  # multiseed.LOCAL_RAY: RAY_ADDRESS if set, else a local Ray
+        elif args[i] == "--":
+            out += args[i + 1:]
+            break
+        i += 1
+    return out
+
+
 def main() -> None:
     """Entry point: usage errors become one line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode Click returns a typer.Exit's code instead of raising it.
+        code = app(args=join_seeds_argv(sys.argv[1:]), standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except typer.Abort:

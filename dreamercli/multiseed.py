@@ -1,0 +1,266 @@
+"""Several seeds in one command: local 'spawn' worker processes, or Ray tasks, one progress row each.
+
+With Ray, each task trains into a temporary folder on whichever node runs it and returns the
+folder's files as {relative path: bytes}; the driver writes them into a hidden sibling folder
+under --runs-dir and renames it into place, so a run folder appears whole or not at all and no
+shared file system is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue as queue_module
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import runs
+from .config import Config, ConfigError, with_overrides
+
+RAY_HINT = "--ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[default]')"
+LOCAL_RAY = "local"  # what a bare --ray means: RAY_ADDRESS if set, else a new local instance
+console = Console(stderr=True)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from "0 1 2", "0,1,2", "0-9" or a mix ("0-2,7"); ranges include both ends."""
+    seeds: list[int] = []
+    for token in text.replace(",", " ").split():
+        first, sep, last = token.partition("-")
+        try:
+            seeds += list(range(int(first), int(last) + 1)) if sep else [int(token)]
+        except ValueError:
+            raise ConfigError(f"--seeds: cannot read '{token}' (use e.g. '0 1 2', '0,1,2' or '0-9')") from None
+        if sep and int(last) < int(first):
+            raise ConfigError(f"--seeds: empty range '{token}'")
+    if not seeds:
+        raise ConfigError("--seeds: no seeds given")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: a seed is repeated in '{text}'")
+    return seeds
+
+
+def plan(config: Config, seeds: list[int], runs_dir: Path, name: str | None,
+         force: bool) -> list[tuple[Config, Path]]:
+    """(config, run folder) per seed; --name gets '-s{seed}' appended; checks, creates nothing."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # one timestamp for all seeds of the command
+    jobs = []
+    for seed in seeds:
+        cfg = with_overrides(config, {"seed": seed})
+        # default_name ends in its own timestamp (15 characters): give every seed the same one
+        run_name = f"{name}-s{seed}" if name else runs.default_name(cfg)[:-15] + stamp
+        jobs.append((cfg, runs.prepare_run_dir(runs_dir, run_name, cfg, force)))
+    return jobs
+
+
+def _progress_display() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("eval {task.fields[eval]}"), TextColumn("{task.fields[sps]} steps/s"),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+
+
+def _progress_message(seed: int, p) -> tuple:
+    return ("progress", seed, p.step, p.last_eval, p.sps)
+
+
+def _throttled(send: Callable[[tuple], None], seed: int, every: float = 0.25) -> Callable:
+    """An on_progress callback that sends at most every `every` seconds, and the last step."""
+    last = [0.0]
+
+    def on_progress(p) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every or p.step == p.total:
+            last[0] = now
+            send(_progress_message(seed, p))
+    return on_progress
+
+
+def _local_worker(config: Config, run_dir: str, messages) -> None:
+    """Entry point of a spawned worker: train one seed, report progress, then done or error."""
+    seed = config.train.seed
+    try:
+        from .training import train
+
+        _, summary = train(config, Path(run_dir), on_progress=_throttled(messages.put, seed))
+        messages.put(("done", seed, summary))
+    except BaseException as err:  # report everything, including KeyboardInterrupt, to the parent
+        messages.put(("error", seed, f"{type(err).__name__}: {err}", traceback.format_exc()))
+
+
+def run_local(jobs: list[tuple[Config, Path]], workers: int) -> dict[int, dict[str, Any]]:
+    """Train the jobs in at most `workers` spawned processes; {seed: {run_dir, summary | error}}."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+    messages = ctx.Queue()
+    pending = list(jobs)
+    running: dict[int, Any] = {}
+    results: dict[int, dict[str, Any]] = {}
+    with _progress_display() as progress:
+        rows = {cfg.train.seed: progress.add_task(f"seed {cfg.train.seed}", total=cfg.train.steps, eval="-",
+                                                  sps="-", status="waiting") for cfg, _ in jobs}
+        dirs = {cfg.train.seed: run_dir for cfg, run_dir in jobs}
+        while pending or running:
+            while pending and len(running) < workers:
+                cfg, run_dir = pending.pop(0)
+                proc = ctx.Process(target=_local_worker, args=(cfg, str(run_dir), messages), daemon=True)
+                proc.start()
+                running[cfg.train.seed] = proc
+                progress.update(rows[cfg.train.seed], status="running")
+            try:
+                message = messages.get(timeout=0.5)
+            except queue_module.Empty:
+                for seed, proc in list(running.items()):  # a worker killed without a word
+                    if not proc.is_alive() and seed not in results:
+                        message = ("error", seed, f"worker exited with code {proc.exitcode}", "")
+                        _record(message, results, dirs, progress, rows)
+                        running.pop(seed).join()
+                continue
+            _record(message, results, dirs, progress, rows)
+            if message[0] in ("done", "error"):
+                running.pop(message[1]).join()
+    return results
+
+
+def _record(message: tuple, results: dict, dirs: dict, progress: Progress, rows: dict) -> None:
+    """Apply one worker message to the results and the progress display."""
+    kind, seed = message[0], message[1]
+    if kind == "progress":
+        _, _, step, last_eval, sps = message
+        progress.update(rows[seed], completed=step, eval="-" if last_eval is None else f"{last_eval:.1f}",
+                        sps=f"{sps:.0f}")
+    elif kind == "done":
+        results[seed] = {"run_dir": dirs[seed], "summary": message[2]}
+        progress.update(rows[seed], status="[green]done")
+    else:
+        results[seed] = {"run_dir": dirs[seed], "error": message[2], "traceback": message[3]}
+        progress.update(rows[seed], status="[red]failed")
+
+
+def train_to_files(config: Config, board=None) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Train one seed into a temp folder; return its files as {relative path: bytes} and the summary."""
+    from .training import train
+
+    seed = config.train.seed
+    send = (lambda message: board.report.remote(*message)) if board is not None else (lambda message: None)
+    with tempfile.TemporaryDirectory(prefix="dreamer-ray-") as tmp:
+        run_dir = Path(tmp) / "run"
+        _, summary = train(config, run_dir, on_progress=_throttled(send, seed, every=1.0))
+        files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    return files, summary
+
+
+def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write a run folder from {relative path: bytes}: into a hidden sibling, then rename into place."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.", suffix=".tmp"))
+    try:
+        for rel, data in files.items():
+            target = (tmp / rel).resolve()
+            if tmp.resolve() not in target.parents:
+                raise runs.RunError(f"refusing to write {rel!r} outside the run folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        os.chmod(tmp, 0o777 & ~runs._UMASK)  # mkdtemp makes 0700; match an ordinary folder
+        if run_dir.exists():  # only reachable with --force, which prepare_run_dir checked
+            shutil.rmtree(run_dir)
+        tmp.replace(run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def import_ray():
+    """The ray module, or ConfigError with the install hint."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(RAY_HINT) from None
+    return ray
+
+
+def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[int, dict[str, Any]]:
+    """Train the jobs as Ray tasks (one CPU each); the driver writes every run folder."""
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address == LOCAL_RAY else address, include_dashboard=False,
+                 log_to_driver=False)
+
+    @ray.remote(num_cpus=0)
+    class Board:
+        """Latest progress message per seed, polled by the driver."""
+
+        def __init__(self):
+            self.latest: dict[int, tuple] = {}
+
+        def report(self, *message) -> None:
+            self.latest[message[1]] = message
+
+        def snapshot(self) -> dict[int, tuple]:
+            return self.latest
+
+    task = ray.remote(num_cpus=1)(train_to_files)
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        board = Board.remote()
+        refs = {task.remote(cfg, board): (cfg.train.seed, run_dir) for cfg, run_dir in jobs}
+        with _progress_display() as progress:
+            rows = {cfg.train.seed: progress.add_task(f"seed {cfg.train.seed}", total=cfg.train.steps,
+                                                      eval="-", sps="-", status="queued") for cfg, _ in jobs}
+            dirs = {seed: run_dir for seed, run_dir in refs.values()}
+            totals = {cfg.train.seed: cfg.train.steps for cfg, _ in jobs}
+            waiting = list(refs)
+            while waiting:
+                done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
+                for message in ray.get(board.snapshot.remote()).values():
+                    if message[1] not in results:
+                        progress.update(rows[message[1]], status="running")
+                        _record(message, results, dirs, progress, rows)
+                for ref in done:
+                    seed, run_dir = refs[ref]
+                    try:
+                        files, summary = ray.get(ref)
+                        write_run_files(run_dir, files)
+                        progress.update(rows[seed], completed=totals[seed])
+                        _record(("done", seed, summary), results, dirs, progress, rows)
+                    except Exception as err:
+                        cause = getattr(err, "cause", None) or err  # RayTaskError wraps the worker's error
+                        _record(("error", seed, f"{type(cause).__name__}: {cause}", traceback.format_exc()),
+                                results, dirs, progress, rows)
+    finally:
+        if started:
+            ray.shutdown()
+    return results
+
+
+def report(results: dict[int, dict[str, Any]]) -> int:
+    """Print a line per seed (folder, final eval, or the error); return the exit code."""
+    failed = 0
+    for seed in sorted(results):
+        r = results[seed]
+        if "error" in r:
+            failed += 1
+            console.print(f"[red]seed {seed} failed:[/red] {r['error']}", markup=True, highlight=False)
+            continue
+        final = r["summary"].get("final_eval")
+        console.print(f"seed {seed}: final eval {'-' if final is None else f'{final:.1f}'}"
+                      f" in {r['summary'].get('wall_seconds', 0):.1f} s", highlight=False)
+    for seed in sorted(results):
+        if "error" not in results[seed]:
+            print(results[seed]["run_dir"])
+    return 1 if failed else 0
+
+
+def default_workers(n_seeds: int) -> int:
+    """One worker per core, capped by the number of seeds."""
+    return max(1, min(os.cpu_count() or 1, n_seeds))
+

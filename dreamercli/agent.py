@@ -93,7 +93,7 @@ class Agent(nn.Module):
             traj = wm.imagine(starts, policy, ac_cfg.horizon)
             z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
             reward = wm.reward(z, a)  # (H, N)
-            cont = wm.cont(z, a)  # (H, N)
+            cont = wm.cont(traj.latents[1:])  # (H, N): does the episode go on after step t?
             returns, values = ac.returns(reward, cont, traj.latents)  # (H, N), (H + 1, N)
         finally:
             wm.requires_grad_(True)

@@ -29,9 +29,10 @@ class WorldModel(nn.Module):
         latent, hidden = cfg.latent_dim, cfg.hidden_dim
         self.encoder = mlp(obs_dim, hidden, 2 * latent)
         self.dynamics = mlp(latent + action_dim, hidden, 2 * latent)
-        # Rewards and continue flags belong to the step (z_t, a_t) -> z_{t+1}, as in Gymnasium.
+        # The reward belongs to the step (z_t, a_t), as in Gymnasium; whether the episode
+        # goes on is a property of the state reached, which is far easier to learn.
         self.reward_head = zero_output(mlp(latent + action_dim, hidden, 1))
-        self.cont_head = mlp(latent + action_dim, hidden, 1)
+        self.cont_head = mlp(latent, hidden, 1)
         self.decoder = mlp(latent, hidden, obs_dim)
 
     # -- the maths -------------------------------------------------------------------------
@@ -49,13 +50,9 @@ class WorldModel(nn.Module):
         """Predicted reward of taking action in z, in the env's own units."""
         return symexp(self.reward_head(torch.cat([z, action], -1)).squeeze(-1))
 
-    def cont_logit(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Logit of the probability that the episode goes on after taking action in z."""
-        return self.cont_head(torch.cat([z, action], -1)).squeeze(-1)
-
-    def cont(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Probability that the episode goes on after taking action in z."""
-        return torch.sigmoid(self.cont_logit(z, action))
+    def cont(self, z: torch.Tensor) -> torch.Tensor:
+        """Probability that z is not a terminal state, i.e. that the episode goes on from it."""
+        return torch.sigmoid(self.cont_head(z).squeeze(-1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstructed observation in the env's own units."""
@@ -133,7 +130,7 @@ class WorldModel(nn.Module):
         # latents (which imagination feeds them) onto the same manifold.
         z_in = post[:, :-1]  # z_0 .. z_{L-1}, (B, L, latent)
         r_pred = self.reward_head(torch.cat([z_in, actions], -1)).squeeze(-1)
-        c_logit = self.cont_logit(z_in, actions)
+        c_logit = self.cont_head(post[:, 1:]).squeeze(-1)  # is each next state terminal?
         losses = {
             "kl_dyn": cfg.kl_dyn * masked(kl_dyn.clamp(min=free)),
             "kl_rep": cfg.kl_rep * masked(kl_rep.clamp(min=free)),

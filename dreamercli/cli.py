@@ -236,6 +236,43 @@ def evaluate(
     commands.print_evaluation(report)
 
 
+class ActionSource(str, Enum):
+    policy = "policy"
+    random = "random"
+
+
+@app.command("imagine")
+def imagine_command(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `dreamer train`.")],
+    horizon: Annotated[int, typer.Option(help="Imagined steps per rollout (may exceed the training horizon).")] = 15,
+    rollouts: Annotated[int, typer.Option(help="Rollouts: half from fresh resets, half along a real episode.")] = 16,
+    seed: Annotated[int | None, typer.Option(help="Seed of the start states [default: the run's seed].")] = None,
+    actions: Annotated[ActionSource, typer.Option(
+        help="policy: the actor on the imagined latent; random: uniform from the seed.")] = ActionSource.policy,
+    device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
+) -> None:
+    """Dream beside reality: table of errors, imagine/imagine.json, imagine.png and dream.gif."""
+    if horizon <= 0:
+        fail(f"--horizon must be > 0, got {horizon}")
+    if rollouts <= 0:
+        fail(f"--rollouts must be > 0, got {rollouts}")
+    from . import commands
+    from .imagine import print_table, run_imagine
+
+    def note(message: str) -> None:
+        commands.console.print(f"[yellow]{message}", soft_wrap=True)  # one line, never wrapped
+
+    try:
+        report = run_imagine(run, horizon, rollouts, seed, actions.value, device.value, note)
+    except commands.USER_ERRORS as err:
+        fail(str(err))
+    print_table(report["metrics"], report["obs_labels"],
+                f"{report['env']}: |imagined - real|, mean±std over {rollouts} rollouts "
+                f"({report['actions']} actions, seed {report['seed']}, env units)")
+    for key in ("json", "png", "gif"):
+        typer.echo(report[key])
+
+
 def join_seeds_argv(args: list[str]) -> list[str]:
     """Let `--seeds 0 1 2` and a bare `--ray` parse: join the seed words, give --ray its default."""
     out: list[str] = []

@@ -1,0 +1,319 @@
+"""Dream versus reality: open-loop world-model rollouts beside the real env, their errors, JSON.
+
+Start states: half the rollouts begin at fresh resets (seeds seed, seed + 1, ...), half at
+states along one real episode of the deterministic policy from reset(seed), at steps drawn
+with np.random.default_rng(seed). A mid-episode state is rebuilt by resetting a fresh env
+with the same seed and replaying the same action prefix: exact for deterministic envs such
+as classic control, and checked against the recorded observation.
+
+From each start the model rolls the prior MEAN forward (deterministic), beginning at the
+posterior mean of the real start observation; the real env takes the very same actions in
+lockstep. Policy actions are the actor's deterministic action on the IMAGINED latent.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from . import runs
+from .envs import EnvSpec, encode_action, make_env, random_action, to_env_action
+
+ACTION_SOURCES = ("policy", "random")
+TABLE_STEPS = (1, 5, 10)  # and H: the steps shown in the terminal table
+OUT_DIR = "imagine"
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a rollout begins: reset(reset_seed), then the agent-side actions of prefix."""
+
+    kind: str  # "reset" or "episode"
+    reset_seed: int
+    prefix: tuple = ()  # agent-side actions (indices or [-1, 1] vectors) from reset to the start
+
+    @property
+    def step(self) -> int:
+        """Env steps from reset to the start state."""
+        return len(self.prefix)
+
+
+@dataclass
+class Rollouts:
+    """N lockstep rollouts of horizon H; real entries after the real episode ended are NaN."""
+
+    starts: list[Start]
+    real_obs: np.ndarray  # (H + 1, N, obs): o_0 .. o_H
+    imagined_obs: np.ndarray  # (H + 1, N, obs): decode(z_0) .. decode(z_H)
+    real_reward: np.ndarray  # (H, N): r_t of taking a_t
+    imagined_reward: np.ndarray  # (H, N)
+    real_cont: np.ndarray  # (H, N): 0 where the step terminated the episode, else 1
+    imagined_cont: np.ndarray  # (H, N): predicted probability of going on
+    actions: np.ndarray  # (H, N, act): what the model was given (one-hot or [-1, 1])
+    env_actions: list[list]  # [N][H]: the same actions in the env's own units
+    ended_at: list[int | None]  # real step at which each episode ended (terminated or truncated)
+    terminated: list[bool]  # whether that end was a termination (not a time limit)
+    frames: dict[int, list[np.ndarray]] = field(default_factory=dict)  # rollout -> real frames
+
+    @property
+    def horizon(self) -> int:
+        """H, the number of imagined steps."""
+        return self.real_reward.shape[0]
+
+
+def policy_episode(agent, env_id: str, seed: int) -> list:
+    """Agent-side actions of one deterministic-policy episode from reset(seed)."""
+    env = make_env(env_id)
+    try:
+        obs, _ = env.reset(seed=seed)
+        actions, done = [], False
+        while not done:
+            action = agent.act(obs, deterministic=True)
+            actions.append(action)
+            obs, _, terminated, truncated, _ = env.step(to_env_action(agent.spec, action))
+            done = terminated or truncated
+    finally:
+        env.close()
+    return actions
+
+
+def choose_starts(agent, env_id: str, rollouts: int, seed: int, horizon: int) -> list[Start]:
+    """Half fresh resets (seed, seed + 1, ...), half states along one policy episode."""
+    n_reset = (rollouts + 1) // 2
+    starts = [Start("reset", seed + i) for i in range(n_reset)]
+    n_episode = rollouts - n_reset
+    if n_episode:
+        actions = policy_episode(agent, env_id, seed)
+        # Prefer starts with H steps left, so the episode's own time limit rarely cuts them.
+        room = max(1, len(actions) - horizon + 1)
+        rng = np.random.default_rng(seed)
+        steps = np.sort(rng.choice(room, size=n_episode, replace=n_episode > room))
+        starts += [Start("episode", seed, tuple(actions[:s])) for s in steps]
+    return starts
+
+
+def open_start(env_id: str, spec: EnvSpec, start: Start, render_mode: str | None = None):
+    """A fresh env brought to the start state; returns (env, observation)."""
+    env = make_env(env_id, render_mode=render_mode)
+    obs, _ = env.reset(seed=start.reset_seed)
+    for action in start.prefix:
+        obs, _, terminated, truncated, _ = env.step(to_env_action(spec, action))
+        if terminated or truncated:
+            env.close()
+            raise ValueError(f"replaying the start prefix of {env_id} ended the episode early: "
+                             "the env is not deterministic given its seed")
+    return env, obs
+
+
+def continue_prob(wm, z: torch.Tensor, action: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+    """P(the episode goes on after the step z --action--> z_next), shape (N,)."""
+    # The continue head has read (z, a) and, in later versions, only the state reached z';
+    # accept both so that runs of either kind can be inspected.
+    if len(inspect.signature(wm.cont).parameters) == 2:
+        return wm.cont(z, action)
+    return wm.cont(z_next)
+
+
+@torch.no_grad()
+def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: str = "policy",
+            seed: int = 0, record: Sequence[int] = ()) -> Rollouts:
+    """Imagine open-loop from each start and step the real env with the same actions.
+
+    actions: "policy" (the actor's mode on the imagined latent) or "random" (uniform, drawn
+    from np.random.default_rng(seed), so they are the same whatever the weights). The real
+    envs of the rollouts in record render rgb_array frames.
+    """
+    if actions not in ACTION_SOURCES:
+        raise ValueError(f"unknown action source '{actions}' (choose from {', '.join(ACTION_SOURCES)})")
+    spec, wm, actor = agent.spec, agent.world_model, agent.actor_critic.actor
+    device, n, H = agent.device, len(starts), horizon
+    rng = np.random.default_rng(seed)
+    opened = [open_start(env_id, spec, s, "rgb_array" if i in record else None) for i, s in enumerate(starts)]
+    envs = [env for env, _ in opened]
+    obs0 = np.stack([o for _, o in opened]).astype(np.float32)  # (N, obs)
+    real_obs = np.full((H + 1, n, spec.obs_dim), np.nan)
+    real_obs[0] = obs0
+    real_reward, real_cont = np.full((H, n), np.nan), np.full((H, n), np.nan)
+    frames = {i: [frame] for i in record if (frame := _render(envs[i])) is not None}
+    ended_at: list[int | None] = [None] * n
+    terminated_flags = [False] * n
+    env_actions: list[list] = [[] for _ in range(n)]
+    try:
+        z = wm.encode(torch.as_tensor(obs0, device=device))[0]  # (N, latent): posterior mean
+        latents, model_actions, rewards, conts = [z], [], [], []
+        for t in range(H):
+            if actions == "policy":
+                a = actor.mode(z)  # (N, act): the dream acts on what it believes
+                agent_side = a.argmax(-1).cpu().numpy() if spec.discrete else a.cpu().numpy()
+            else:
+                agent_side = np.stack([random_action(spec, rng) for _ in range(n)])
+                a = torch.as_tensor(np.stack([encode_action(spec, x) for x in agent_side]), device=device)
+            rewards.append(wm.reward(z, a))  # (N,)
+            z_next = wm.transition(z, a)[0]  # (N, latent): prior mean, no sampling
+            conts.append(continue_prob(wm, z, a, z_next))  # (N,): does the episode go on?
+            z = z_next
+            latents.append(z)
+            model_actions.append(a)
+            for i, env in enumerate(envs):
+                env_action = to_env_action(spec, agent_side[i])
+                env_actions[i].append(np.asarray(env_action).tolist())
+                if ended_at[i] is not None:
+                    continue  # the real episode is over: nothing left to compare
+                o, r, term, trunc, _ = env.step(env_action)
+                real_obs[t + 1, i], real_reward[t, i], real_cont[t, i] = o, r, 0.0 if term else 1.0
+                if i in frames:
+                    frames[i].append(_render(env))
+                if term or trunc:
+                    ended_at[i], terminated_flags[i] = t + 1, bool(term)
+        imagined_obs = wm.decode(torch.stack(latents))  # (H + 1, N, obs)
+    finally:
+        for env in envs:
+            env.close()
+    return Rollouts(
+        starts=list(starts), real_obs=real_obs, imagined_obs=imagined_obs.cpu().double().numpy(),
+        real_reward=real_reward, imagined_reward=torch.stack(rewards).cpu().double().numpy(),
+        real_cont=real_cont, imagined_cont=torch.stack(conts).cpu().double().numpy(),
+        actions=torch.stack(model_actions).cpu().numpy(), env_actions=env_actions,
+        ended_at=ended_at, terminated=terminated_flags, frames=frames)
+
+
+def _render(env) -> np.ndarray | None:
+    """An rgb_array frame, or None for envs that cannot render (the GIF then goes without)."""
+    try:
+        frame = env.render()
+    except Exception:  # custom envs may not implement render at all
+        return None
+    return frame if isinstance(frame, np.ndarray) and frame.ndim == 3 else None
+
+
+def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over rollouts (axis 1), ignoring NaN; NaN where no rollout is left."""
+    valid = ~np.isnan(x)
+    count = valid.sum(1)
+    safe = np.where(valid, x, 0.0)
+    mean = safe.sum(1) / np.maximum(count, 1)
+    var = (np.where(valid, x - np.expand_dims(mean, 1), 0.0) ** 2).sum(1) / np.maximum(count, 1)
+    return np.where(count > 0, mean, np.nan), np.where(count > 0, np.sqrt(var), np.nan)
+
+
+def step_metrics(r: Rollouts) -> dict[str, Any]:
+    """Per imagined step k = 1..H: errors (mean and std over the rollouts still real) and agreement."""
+    obs_err = np.abs(r.imagined_obs[1:] - r.real_obs[1:])  # (H, N, obs), NaN after the end
+    dim_mean, dim_std = _mean_std(obs_err)  # (H, obs)
+    all_mean, all_std = _mean_std(obs_err.mean(-1))  # (H,)
+    rew_mean, rew_std = _mean_std(np.abs(r.imagined_reward - r.real_reward))  # (H,)
+    valid = ~np.isnan(r.real_cont)  # (H, N)
+    agree = ((r.imagined_cont > 0.5) == (r.real_cont > 0.5)) & valid
+    count = valid.sum(1)
+    return {
+        "step": list(range(1, r.horizon + 1)),
+        "rollouts_left": count.tolist(),
+        "obs_err_mean": all_mean.tolist(), "obs_err_std": all_std.tolist(),
+        "obs_err_dim_mean": dim_mean.tolist(), "obs_err_dim_std": dim_std.tolist(),
+        "reward_err_mean": rew_mean.tolist(), "reward_err_std": rew_std.tolist(),
+        "cont_agreement": np.where(count > 0, agree.sum(1) / np.maximum(count, 1), np.nan).tolist(),
+        "reconstruction_err": float(np.abs(r.imagined_obs[0] - r.real_obs[0]).mean()),
+    }
+
+
+def table_steps(horizon: int) -> list[int]:
+    """Steps 1, 5, 10 and H that fit the horizon, without repeats."""
+    return sorted({k for k in (*TABLE_STEPS, horizon) if k <= horizon})
+
+
+def to_json(r: Rollouts, metrics: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to redraw the figures: meta, per-step metrics and every rollout."""
+    rollouts = []
+    for i, s in enumerate(r.starts):
+        rollouts.append({
+            "start": s.kind, "reset_seed": s.reset_seed, "start_step": s.step,
+            "ended_at": r.ended_at[i], "terminated": r.terminated[i],
+            "actions": r.actions[:, i].tolist(), "env_actions": r.env_actions[i],
+            "real_obs": r.real_obs[:, i].tolist(), "imagined_obs": r.imagined_obs[:, i].tolist(),
+            "real_reward": r.real_reward[:, i].tolist(), "imagined_reward": r.imagined_reward[:, i].tolist(),
+            "real_cont": r.real_cont[:, i].tolist(), "imagined_cont": r.imagined_cont[:, i].tolist(),
+        })
+    return {**meta, "horizon": r.horizon, "metrics": metrics, "rollouts": rollouts}
+
+
+def _cell(mean: float, std: float) -> str:
+    # Mean over spread on two lines keeps the columns narrow enough for an 80-column terminal.
+    return "-" if mean is None or np.isnan(mean) else f"{mean:.3g}\n±{std:.2g}"
+
+
+def _short(label: str) -> str:
+    """A dimension label without its unit, for narrow table headers (the title names the units)."""
+    return label.split(" (")[0]
+
+
+def print_table(metrics: dict[str, Any], dims: Sequence[str], title: str, console: Console | None = None,
+                max_dims: int = 8) -> None:
+    """The rich table of absolute errors at steps 1, 5, 10 and H (mean±std over rollouts)."""
+    table = Table(title=title)
+    table.add_column("step", justify="right")
+    table.add_column("n", justify="right")  # rollouts whose real episode still runs
+    table.add_column("obs (all)", justify="right")
+    shown = list(dims)[:max_dims]  # the JSON holds every dimension; the terminal only so many
+    for name in shown:
+        table.add_column(_short(name), justify="right")
+    table.add_column("reward", justify="right")
+    table.add_column("cont agrees", justify="right")
+    for k in table_steps(len(metrics["step"])):
+        j = k - 1
+        dim_cells = [_cell(metrics["obs_err_dim_mean"][j][d], metrics["obs_err_dim_std"][j][d])
+                     for d in range(len(shown))]
+        agree = metrics["cont_agreement"][j]
+        table.add_row(str(k), str(metrics["rollouts_left"][j]),
+                      _cell(metrics["obs_err_mean"][j], metrics["obs_err_std"][j]), *dim_cells,
+                      _cell(metrics["reward_err_mean"][j], metrics["reward_err_std"][j]),
+                      "-" if agree is None or np.isnan(agree) else f"{agree:.0%}")
+    (console or Console()).print(table)
+
+
+def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int | None = None,
+                actions: str = "policy", device: str = "auto",
+                note: Callable[[str], None] = print) -> dict[str, Any]:
+    """Load a run, compare dream and reality, write imagine/{imagine.json,imagine.png,dream.gif}."""
+    from . import dream_render
+    from .commands import load_agent
+
+    if horizon <= 0:
+        raise ValueError(f"--horizon must be > 0, got {horizon}")
+    if rollouts <= 0:
+        raise ValueError(f"--rollouts must be > 0, got {rollouts}")
+    if actions not in ACTION_SOURCES:
+        raise ValueError(f"--actions must be one of {', '.join(ACTION_SOURCES)}, got '{actions}'")
+    run_dir = Path(run_dir)
+    agent, config = load_agent(run_dir, device)
+    seed = config.train.seed if seed is None else seed
+    trained_h = config.actor_critic.horizon
+    if horizon > trained_h:
+        note(f"warning: --horizon {horizon} is beyond the training horizon {trained_h}: "
+             "the model was never asked to imagine that far")
+    starts = choose_starts(agent, config.env, rollouts, seed, horizon)
+    # Record frames of the first reset rollout and the first mid-episode one, for the GIF.
+    record = sorted({0, (rollouts + 1) // 2} & set(range(rollouts)))
+    result = rollout(agent, config.env, starts, horizon, actions, seed, record)
+    metrics = step_metrics(result)
+    dims = dream_render.obs_labels(config.env, agent.spec.obs_dim)
+    meta = {"run": str(run_dir), "env": config.env, "seed": seed, "actions": actions,
+            "training_horizon": trained_h, "obs_labels": dims,
+            "state_renderer": dream_render.has_state_renderer(config.env)}
+    out = run_dir / OUT_DIR
+    runs.write_json(out / "imagine.json", to_json(result, metrics, meta))
+    png = dream_render.plot_imagination(result, metrics, dims, out / "imagine.png",
+                                        title=f"{config.env}: {run_dir.name} ({actions} actions, seed {seed})")
+    gif, how = dream_render.dream_gif(config.env, result, record, dims, out / "dream.gif")
+    if how != "state":
+        note(f"note: {config.env} has no state renderer, so dream.gif shows animated line plots "
+             "of real vs imagined observations")
+    return {**meta, "metrics": metrics, "dir": str(out), "json": str(out / "imagine.json"),
+            "png": str(png), "gif": str(gif), "gif_kind": how}

@@ -1,0 +1,180 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny
+from PIL import Image
+from typer.testing import CliRunner
+
+from dreamercli import runs
+from dreamercli.agent import Agent
+from dreamercli.buffer import ReplayBuffer
+from dreamercli.cli import app
+from dreamercli.dream_render import STATE_RENDERERS, has_state_renderer, obs_labels
+from dreamercli.envs import encode_action, make_env, random_action, spec_of, to_env_action
+from dreamercli.imagine import Rollouts, Start, choose_starts, open_start, rollout, step_metrics, table_steps
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def untrained_run(tmp_path):
+    """Write a run folder of untrained weights for env_id (quick: no training)."""
+
+    def make(env_id: str):
+        config = tiny(env_id)
+        spec = spec_of(make_env(config.env))
+        run = tmp_path / env_id.replace(":", "_")
+        runs.write_config(run, config, spec)
+        runs.save_weights(run, Agent(config, spec).weights())
+        return run
+
+    return make
+
+
+def test_step_metrics_mask_steps_after_the_real_end():
+    # Two rollouts, H = 2, one obs dim; rollout 1 terminates at step 1.
+    nan = np.nan
+    r = Rollouts(
+        starts=[Start("reset", 0), Start("reset", 1)],
+        real_obs=np.array([[[0.0], [0.0]], [[1.0], [2.0]], [[2.0], [nan]]]),
+        imagined_obs=np.array([[[0.0], [0.5]], [[1.5], [1.0]], [[1.0], [9.0]]]),
+        real_reward=np.array([[1.0, 1.0], [1.0, nan]]),
+        imagined_reward=np.array([[0.0, 1.5], [1.0, 5.0]]),
+        real_cont=np.array([[1.0, 0.0], [1.0, nan]]),
+        imagined_cont=np.array([[0.9, 0.9], [0.2, 0.9]]),
+        actions=np.zeros((2, 2, 1)), env_actions=[[0, 0], [0, 0]],
+        ended_at=[None, 1], terminated=[False, True])
+    m = step_metrics(r)
+    assert m["rollouts_left"] == [2, 1]
+    assert m["obs_err_mean"] == pytest.approx([0.75, 1.0])  # |1.5-1|, |1-2|; then only rollout 0
+    assert m["obs_err_std"] == pytest.approx([0.25, 0.0])
+    assert m["reward_err_mean"] == pytest.approx([0.75, 0.0])
+    assert m["cont_agreement"] == pytest.approx([0.5, 0.0])  # rollout 1 missed its termination
+    assert m["reconstruction_err"] == pytest.approx(0.25)
+    assert table_steps(15) == [1, 5, 10, 15] and table_steps(3) == [1, 3] and table_steps(10) == [1, 5, 10]
+
+
+def test_starts_split_and_replay_exactly(untrained_run):
+    from dreamercli.commands import load_agent
+
+    agent, config = load_agent(untrained_run("Pendulum-v1"), "cpu")
+    starts = choose_starts(agent, config.env, 5, seed=4, horizon=15)
+    assert [s.kind for s in starts] == ["reset"] * 3 + ["episode"] * 2
+    assert [s.reset_seed for s in starts] == [4, 5, 6, 4, 4]
+    assert all(0 <= s.step <= 200 - 15 for s in starts[3:])
+    # Replaying an action prefix reaches the same state as the episode it came from.
+    s = starts[-1]
+    env = make_env(config.env)
+    obs, _ = env.reset(seed=4)
+    for a in s.prefix:
+        obs = env.step(to_env_action(agent.spec, a))[0]
+    assert np.array_equal(open_start(config.env, agent.spec, s)[1], obs)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "MountainCar-v0",
+                                    "MountainCarContinuous-v0", "Acrobot-v1"])
+def test_state_renderers_invert_the_observation(env_id):
+    env = make_env(env_id, seed=0)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs = env.step(env.action_space.sample())[0]
+    copy = make_env(env_id)
+    copy.reset(seed=1)
+    set_state, labels = STATE_RENDERERS[type(env.unwrapped)]
+    set_state(copy.unwrapped, obs, None)
+    assert np.allclose(copy.unwrapped.state, env.unwrapped.state, atol=1e-5)
+    assert len(labels) == len(obs) and has_state_renderer(env_id)
+    assert not has_state_renderer("custom_env:Reach")
+    assert obs_labels("custom_env:Reach", 1) == ["obs[0]"]
+
+
+def _world_model_only(agent: Agent, env_id: str, updates: int) -> None:
+    """Fit only the world model, briefly, on 400 random-action steps."""
+    env = make_env(env_id)
+    spec, rng = agent.spec, np.random.default_rng(0)
+    buffer = ReplayBuffer(400, spec.obs_dim, spec.action_dim)
+    obs, _ = env.reset(seed=0)
+    episode = 0
+    for _ in range(400):
+        a = random_action(spec, rng)
+        nxt, r, term, trunc, _ = env.step(to_env_action(spec, a))
+        buffer.add(obs, encode_action(spec, a), float(r), nxt, term, episode)
+        obs = nxt
+        if term or trunc:
+            episode += 1
+            obs, _ = env.reset()
+    for _ in range(updates):
+        batch = buffer.sample(16, agent.config.world_model.seq_len, rng, agent.device)
+        losses, _, _ = agent.world_model.loss(*batch)
+        agent.wm_opt.zero_grad()
+        sum(losses.values()).backward()
+        agent.wm_opt.step()
+
+
+def test_trained_model_imagines_better_than_untrained():
+    # Same architecture, same initial weights, same start states, same random actions.
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = tiny("CartPole-v1", wm_lr=3e-3)
+    spec = spec_of(make_env(config.env))
+    trained, untrained = Agent(config, spec), Agent(config, spec)
+    untrained.load_weights(trained.weights())
+    _world_model_only(trained, config.env, updates=150)
+    starts = [Start("reset", 100 + i) for i in range(16)]
+    metrics = [step_metrics(rollout(a, config.env, starts, 15, "random", seed=7)) for a in (trained, untrained)]
+    assert metrics[0]["rollouts_left"][14] >= 4  # enough real episodes last 15 random steps
+    errors = [m["obs_err_mean"] for m in metrics]
+    assert errors[0][14] < 0.7 * errors[1][14], errors
+    assert np.mean(errors[0]) < 0.7 * np.mean(errors[1]), errors
+
+
+def test_cli_imagine_writes_all_outputs(untrained_run):
+    cartpole_run = untrained_run("CartPole-v1")
+    result = runner.invoke(app, ["imagine", str(cartpole_run), "--horizon", "6", "--rollouts", "4",
+                                 "--seed", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "beyond the training horizon 5" in result.output
+    assert "reward" in result.output and "no state renderer" not in result.output
+    out = cartpole_run / "imagine"
+    data = json.loads((out / "imagine.json").read_text())
+    assert data["horizon"] == 6 and data["seed"] == 2 and data["actions"] == "policy"
+    assert [r["start"] for r in data["rollouts"]] == ["reset", "reset", "episode", "episode"]
+    first = data["rollouts"][0]
+    assert len(first["real_obs"]) == len(first["imagined_obs"]) == 7
+    assert len(first["imagined_reward"]) == len(first["imagined_cont"]) == 6
+    assert len(data["metrics"]["obs_err_mean"]) == 6
+    assert (out / "imagine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gif = Image.open(out / "dream.gif")
+    assert gif.n_frames == 2 * 7  # two recorded rollouts of H + 1 frames
+
+
+def test_env_without_state_renderer_falls_back_to_plots(untrained_run):
+    run = untrained_run("custom_env:Reach")
+    result = runner.invoke(app, ["imagine", str(run), "--horizon", "3", "--rollouts", "2",
+                                 "--actions", "random"])
+    assert result.exit_code == 0, result.output
+    assert "no state renderer" in result.output and "line plots" in result.output
+    assert Image.open(run / "imagine" / "dream.gif").n_frames == 2 * 4
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--horizon", "0"], "--horizon must be > 0"),
+    (["--horizon", "-2"], "--horizon must be > 0"),
+    (["--rollouts", "0"], "--rollouts must be > 0"),
+    (["--actions", "bogus"], "bogus"),
+])
+def test_bad_imagine_input_exits_2(untrained_run, args, message):
+    result = runner.invoke(app, ["imagine", str(untrained_run("CartPole-v1")), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_imagine_needs_a_run_folder(tmp_path):
+    missing = runner.invoke(app, ["imagine", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "not found" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(app, ["imagine", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "not a dreamer run folder" in empty.output
+    assert list((tmp_path / "empty").iterdir()) == []

@@ -134,6 +134,9 @@ class ActorCritic(nn.Module):
         """REINFORCE with a baseline (discrete) or the return's own gradient (continuous)."""
         if self.actor.discrete:
             advantage = ((returns - baseline) / scale).detach()
+            # Centre on the batch: early on the critic knows nothing, and an advantage that is
+            # positive for every action only drives the policy to whatever it sampled most.
+            advantage = advantage - (weight * advantage).sum() / weight.sum().clamp(min=1e-6)
             objective = logp * advantage
         else:
             objective = returns / scale

@@ -78,6 +78,7 @@ class Agent(nn.Module):
         ac, wm = self.actor_critic, self.world_model
         n = min(ac_cfg.imag_starts, latents.shape[0])
         starts = latents[torch.randperm(latents.shape[0], device=latents.device)[:n]]
+        discrete = self.spec.discrete
         logps, entropies = [], []
 
         def policy(z: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,10 @@ class Agent(nn.Module):
 
         wm.requires_grad_(False)  # the model is a fixed simulator for the actor
         try:
-            traj = wm.imagine(starts, policy, ac_cfg.horizon)
+            # Score-function gradients need an action's effect to stand out from the latent
+            # noise, so discrete policies imagine with prior means; dynamics gradients cope with
+            # sampled latents, and the noise keeps them from exploiting a too-certain model.
+            traj = wm.imagine(starts, policy, ac_cfg.horizon, sample=not discrete)
             z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
             reward = wm.reward(z, a)  # (H, N)
             cont = wm.cont(traj.latents[1:])  # (H, N): does the episode go on after step t?

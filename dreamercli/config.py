@@ -21,7 +21,7 @@ class WorldModelConfig:
 
     latent_dim: int = 32  # size of the Gaussian latent z
     hidden_dim: int = 128  # width of every hidden layer (world model and actor-critic)
-    wm_lr: float = 3e-4  # Adam learning rate of encoder, transition, heads and decoder
+    wm_lr: float = 1e-3  # Adam learning rate of encoder, transition, heads and decoder
     seq_len: int = 16  # length of replayed sequences; the model is trained open-loop over it
     free_nats: float = 1.0  # KL below this many nats per step is not penalised
     kl_dyn: float = 0.5  # weight of KL(stop-grad posterior || prior): trains the transition
@@ -36,7 +36,7 @@ class ActorCriticConfig:
     horizon: int = 15  # imagined steps per rollout
     imag_starts: int = 256  # replayed latents that start imagined rollouts, per update
     actor_lr: float = 3e-4  # Adam learning rate of the actor
-    critic_lr: float = 3e-4  # Adam learning rate of the critic
+    critic_lr: float = 1e-3  # Adam learning rate of the critic
     discount: float = 0.99  # gamma
     lam: float = 0.95  # lambda of the lambda-return
     entropy: float = 3e-4  # entropy bonus, applied to returns normalised to about [0, 1]
@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 64  # replayed sequences per world-model update
     buffer_size: int = 100_000  # real transitions kept in replay
-    train_ratio: float = 0.5  # gradient updates per env step once prefill is done
+    train_ratio: float = 0.25  # gradient updates per env step once prefill is done
     prefill: int = 500  # env steps of uniformly random actions before learning starts
     eval_every: int = 1_000  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # deterministic episodes per evaluation

@@ -13,7 +13,6 @@ lockstep. Policy actions are the actor's deterministic action on the IMAGINED la
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,15 +112,6 @@ def open_start(env_id: str, spec: EnvSpec, start: Start, render_mode: str | None
     return env, obs
 
 
-def continue_prob(wm, z: torch.Tensor, action: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
-    """P(the episode goes on after the step z --action--> z_next), shape (N,)."""
-    # The continue head has read (z, a) and, in later versions, only the state reached z';
-    # accept both so that runs of either kind can be inspected.
-    if len(inspect.signature(wm.cont).parameters) == 2:
-        return wm.cont(z, action)
-    return wm.cont(z_next)
-
-
 @torch.no_grad()
 def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: str = "policy",
             seed: int = 0, record: Sequence[int] = ()) -> Rollouts:
@@ -158,7 +148,7 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
                 a = torch.as_tensor(np.stack([encode_action(spec, x) for x in agent_side]), device=device)
             rewards.append(wm.reward(z, a))  # (N,)
             z_next = wm.transition(z, a)[0]  # (N, latent): prior mean, no sampling
-            conts.append(continue_prob(wm, z, a, z_next))  # (N,): does the episode go on?
+            conts.append(wm.cont(z_next))  # (N,): does the episode go on from the state reached?
             z = z_next
             latents.append(z)
             model_actions.append(a)

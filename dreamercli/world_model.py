@@ -90,7 +90,7 @@ class WorldModel(nn.Module):
         """Sequence loss: posterior fit, open-loop prior over the sequence, heads and decoder.
 
         Shapes: obs/next_obs (B, L, obs), actions (B, L, act), rewards/terminated/mask (B, L).
-        Returns the named losses, diagnostics, and the posterior samples of obs (B, L, latent).
+        Returns the named losses, diagnostics, and the posterior means of obs (B, L, latent).
         """
         B, L = rewards.shape
         assert obs.shape[:2] == (B, L) and actions.shape[:2] == (B, L), (obs.shape, actions.shape)
@@ -126,11 +126,17 @@ class WorldModel(nn.Module):
         target_obs = symlog(all_obs)
         recon_post = (self.decoder(post) - target_obs).pow(2).sum(-1)  # (B, L + 1)
         recon_prior = (self.decoder(prior) - target_obs[:, 1:]).pow(2).sum(-1)  # (B, L)
-        # Heads learn on posterior latents, sharp from the start; the KL pulls the prior's
-        # latents (which imagination feeds them) onto the same manifold.
-        z_in = post[:, :-1]  # z_0 .. z_{L-1}, (B, L, latent)
+        # Heads read posterior means: a termination boundary such as a pole angle of 0.21 rad
+        # is too fine to learn through sampling noise, and imagination feeds them prior means.
+        z_in = post_mean[:, :-1]  # z_0 .. z_{L-1}, (B, L, latent)
         r_pred = self.reward_head(torch.cat([z_in, actions], -1)).squeeze(-1)
-        c_logit = self.cont_head(post[:, 1:]).squeeze(-1)  # is each next state terminal?
+        c_logit = self.cont_head(post_mean[:, 1:]).squeeze(-1)  # is each next state terminal?
+        # Terminal states are rare: weigh them as much as all the others together (at most
+        # 100x), so that the head learns where episodes end, and latents it has never seen
+        # read as risky rather than as safe, which keeps the actor from exploiting them.
+        term = terminated.float() * m
+        n_term = term.sum()
+        balance = 1.0 + term * ((count - n_term) / n_term.clamp(min=1.0) - 1.0).clamp(0.0, 99.0)
         losses = {
             "kl_dyn": cfg.kl_dyn * masked(kl_dyn.clamp(min=free)),
             "kl_rep": cfg.kl_rep * masked(kl_rep.clamp(min=free)),
@@ -138,7 +144,7 @@ class WorldModel(nn.Module):
             "recon_open_loop": masked(recon_prior),
             "reward_loss": masked((r_pred - symlog(rewards)).pow(2)),
             "cont_loss": masked(F.binary_cross_entropy_with_logits(
-                c_logit, 1.0 - terminated.float(), reduction="none")),
+                c_logit, 1.0 - terminated.float(), reduction="none") * balance),
         }
         with torch.no_grad():
             # Diagnostics: raw KL, and the open-loop observation error at the last step.
@@ -147,4 +153,4 @@ class WorldModel(nn.Module):
                 "kl": masked(kl_dyn).item(),
                 "open_loop_obs_err": ((err * m[:, -1]).sum() / m[:, -1].sum().clamp(min=1)).item(),
             }
-        return losses, metrics, post[:, :-1]
+        return losses, metrics, post_mean[:, :-1]

@@ -55,8 +55,8 @@ class Agent(nn.Module):
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
 
-    def update(self, batch: SequenceBatch) -> dict[str, float]:
-        """One gradient step of the world model, then of the actor and critic in imagination."""
+    def update(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float]:
+        """One gradient step of the world model, then (with behave) of the actor and critic."""
         metrics: dict[str, float] = {}
         # -- world model on replayed sequences ------------------------------------------------
         losses, wm_metrics, post = self.world_model.loss(*batch)
@@ -69,7 +69,8 @@ class Agent(nn.Module):
         metrics["wm/loss"] = total.item()
         metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
         # -- actor-critic in imagination from replayed latents ---------------------------------
-        metrics.update(self.behave(post.detach().flatten(0, 1)))
+        if behave:
+            metrics.update(self.behave(post.detach().flatten(0, 1)))
         return metrics
 
     def behave(self, latents: torch.Tensor) -> dict[str, float]:

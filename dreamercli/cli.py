@@ -80,6 +80,8 @@ def train(
         help="Gradient updates per env step.", rich_help_panel=HP)] = None,
     prefill: Annotated[int | None, typer.Option(
         help="Random-action env steps before learning.", rich_help_panel=HP)] = None,
+    pretrain: Annotated[int | None, typer.Option(
+        help="World-model-only updates on the prefill data.", rich_help_panel=HP)] = None,
     eval_every: Annotated[int | None, typer.Option(
         help="Env steps between evaluations (0: only at the end).", rich_help_panel=HP)] = None,
     eval_episodes: Annotated[int | None, typer.Option(

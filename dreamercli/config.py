@@ -54,6 +54,7 @@ class TrainConfig:
     buffer_size: int = 100_000  # real transitions kept in replay
     train_ratio: float = 0.25  # gradient updates per env step once prefill is done
     prefill: int = 500  # env steps of uniformly random actions before learning starts
+    pretrain: int = 200  # world-model-only updates on the prefill data, before behaviour learning
     eval_every: int = 1_000  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # deterministic episodes per evaluation
     log_every: int = 250  # env steps between training-metric rows
@@ -89,6 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "steps": 300,
         "prefill": 100,
+        "pretrain": 20,
         "train_ratio": 0.25,
         "eval_every": 150,
         "eval_episodes": 2,
@@ -203,7 +205,7 @@ def validate(config: Config) -> Config:
                         "critic_ema": ac.critic_ema, "return_ema": ac.return_ema}.items():
         if not 0 < value <= 1:
             raise ConfigError(f"{name} must be in (0, 1], got {value}")
-    for name, value in {"prefill": tr.prefill, "eval_every": tr.eval_every,
+    for name, value in {"prefill": tr.prefill, "pretrain": tr.pretrain, "eval_every": tr.eval_every,
                         "entropy": ac.entropy, "free_nats": wm.free_nats}.items():
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")

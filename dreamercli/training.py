@@ -138,6 +138,13 @@ def train(config: Config, run_dir: Path | None = None,
             episode, episode_return = episode + 1, 0.0
             obs, _ = env.reset()
 
+        if step == max(tr.prefill, 1):
+            # Fit the model to the prefill data first: an actor trained in an untrained model
+            # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
+            for _ in range(tr.pretrain):
+                agent.update(buffer.sample(tr.batch_size, config.world_model.seq_len, rng, device),
+                             behave=False)
+            updates += tr.pretrain
         if step >= tr.prefill:
             owed += tr.train_ratio
             while owed >= 1.0:

@@ -50,3 +50,11 @@ def test_recording_keeps_the_first_episodes_frames():
     result = evaluate_policy(agent, "CartPole-v1", 2, seed=0, record=True)
     assert len(result.frames) == result.lengths[0] + 1
     assert result.frames[0].shape[-1] == 3 and result.frames[0].dtype == np.uint8
+
+
+def test_pretraining_adds_model_only_updates(tmp_path):
+    base = dict(steps=120, prefill=100, train_ratio=0.25, eval_every=0)
+    _, without = train(tiny("CartPole-v1", pretrain=0, **base))
+    _, with_pretrain = train(tiny("CartPole-v1", pretrain=7, **base))
+    assert with_pretrain["updates"] == without["updates"] + 7
+    assert without["updates"] == 5  # 21 steps from the prefill's end at 0.25 updates each

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from dreamercli.agent import Agent
-from dreamercli.buffer import ReplayBuffer
+from dreamercli.buffer import random_replay
 from dreamercli.config import from_preset, with_overrides
-from dreamercli.envs import encode_action, make_env, random_action, spec_of, to_env_action
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,20 +30,10 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30) -> di
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = with_overrides(from_preset("default"), {"env": env_id, **overrides})
-    env = make_env(env_id, seed=0)
-    spec, rng = spec_of(env), np.random.default_rng(0)
+    buffer, spec = random_replay(env_id, 2_000)
+    rng = np.random.default_rng(0)
     agent = Agent(config, spec)
-    buffer = ReplayBuffer(2_000, spec.obs_dim, spec.action_dim)
-    obs, _ = env.reset(seed=0)
-    episode = 0
-    for _ in range(2_000):
-        action = random_action(spec, rng)
-        nxt, reward, term, trunc, _ = env.step(to_env_action(spec, action))
-        buffer.add(obs, encode_action(spec, action), reward, nxt, term, episode)
-        obs = nxt
-        if term or trunc:
-            obs, _ = env.reset()
-            episode += 1
+    obs = np.zeros(spec.obs_dim, np.float32)
     device = torch.device("cpu")
     wm, tr = config.world_model, config.train
     for _ in range(3):  # warm-up

@@ -46,10 +46,6 @@ class Actor(nn.Module):
         """Probabilities of the discrete policy, uniform mix included."""
         return self.net(z).softmax(-1).mul(1 - UNIMIX).add(UNIMIX / self.action_dim)
 
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities of the discrete policy, uniform mix included."""
-        return self.probs(z).log()
-
     def _gaussian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, raw = self.net(z).chunk(2, -1)
         std = (STD_MAX - STD_MIN) * torch.sigmoid(raw + 2.0) + STD_MIN

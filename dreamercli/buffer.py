@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .envs import EnvSpec, encode_action, make_env, random_action, spec_of, to_env_action
+
 
 class SequenceBatch(NamedTuple):
     """A batch of replayed sequences; mask marks steps inside the first step's episode."""
@@ -74,3 +76,22 @@ class ReplayBuffer:
             terminated=t(self.terminated[index]),
             mask=t(mask),
         )
+
+
+def random_replay(env_id: str, steps: int, seed: int = 0) -> tuple[ReplayBuffer, EnvSpec]:
+    """A buffer of `steps` uniformly random-action transitions of a fresh env."""
+    env = make_env(env_id, seed=seed)
+    spec, rng = spec_of(env), np.random.default_rng(seed)
+    buffer = ReplayBuffer(steps, spec.obs_dim, spec.action_dim)
+    obs, _ = env.reset(seed=seed)
+    episode = 0
+    for _ in range(steps):
+        action = random_action(spec, rng)
+        nxt, reward, term, trunc, _ = env.step(to_env_action(spec, action))
+        buffer.add(obs, encode_action(spec, action), float(reward), nxt, term, episode)
+        obs = nxt
+        if term or trunc:
+            obs, _ = env.reset()
+            episode += 1
+    env.close()
+    return buffer, spec

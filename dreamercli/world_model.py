@@ -127,7 +127,8 @@ class WorldModel(nn.Module):
         recon_post = (self.decoder(post) - target_obs).pow(2).sum(-1)  # (B, L + 1)
         recon_prior = (self.decoder(prior) - target_obs[:, 1:]).pow(2).sum(-1)  # (B, L)
         # Heads read posterior means: a termination boundary such as a pole angle of 0.21 rad
-        # is too fine to learn through sampling noise, and imagination feeds them prior means.
+        # is too fine to learn through sampling noise, and imagination feeds them prior means
+        # (discrete actions) or samples around them (continuous).
         z_in = post_mean[:, :-1]  # z_0 .. z_{L-1}, (B, L, latent)
         r_pred = self.reward_head(torch.cat([z_in, actions], -1)).squeeze(-1)
         c_logit = self.cont_head(post_mean[:, 1:]).squeeze(-1)  # is each next state terminal?

@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from dreamercli import runs
 from dreamercli.agent import Agent
-from dreamercli.buffer import ReplayBuffer
+from dreamercli.buffer import random_replay
 from dreamercli.cli import app
 from dreamercli.dream_render import STATE_RENDERERS, has_state_renderer, obs_labels
-from dreamercli.envs import encode_action, make_env, random_action, spec_of, to_env_action
+from dreamercli.envs import make_env, spec_of, to_env_action
 from dreamercli.imagine import Rollouts, Start, choose_starts, open_start, rollout, step_metrics, table_steps
 
 runner = CliRunner()
@@ -92,19 +92,8 @@ def test_state_renderers_invert_the_observation(env_id):
 
 def _world_model_only(agent: Agent, env_id: str, updates: int) -> None:
     """Fit only the world model, briefly, on 400 random-action steps."""
-    env = make_env(env_id)
-    spec, rng = agent.spec, np.random.default_rng(0)
-    buffer = ReplayBuffer(400, spec.obs_dim, spec.action_dim)
-    obs, _ = env.reset(seed=0)
-    episode = 0
-    for _ in range(400):
-        a = random_action(spec, rng)
-        nxt, r, term, trunc, _ = env.step(to_env_action(spec, a))
-        buffer.add(obs, encode_action(spec, a), float(r), nxt, term, episode)
-        obs = nxt
-        if term or trunc:
-            episode += 1
-            obs, _ = env.reset()
+    buffer, _ = random_replay(env_id, 400)
+    rng = np.random.default_rng(0)
     for _ in range(updates):
         batch = buffer.sample(16, agent.config.world_model.seq_len, rng, agent.device)
         losses, _, _ = agent.world_model.loss(*batch)

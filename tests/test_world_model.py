@@ -1,27 +1,13 @@
 import numpy as np
 import torch
 
-from dreamercli.buffer import ReplayBuffer
+from dreamercli.buffer import random_replay
 from dreamercli.config import WorldModelConfig
-from dreamercli.envs import encode_action, make_env, random_action, spec_of, to_env_action
 from dreamercli.world_model import WorldModel
 
 
 def pendulum_buffer(steps=600, seed=0):
-    env = make_env("Pendulum-v1", seed=seed)
-    spec, rng = spec_of(env), np.random.default_rng(seed)
-    buf = ReplayBuffer(steps, spec.obs_dim, spec.action_dim)
-    obs, _ = env.reset(seed=seed)
-    episode = 0
-    for _ in range(steps):
-        a = random_action(spec, rng)
-        nxt, r, term, trunc, _ = env.step(to_env_action(spec, a))
-        buf.add(obs, encode_action(spec, a), r, nxt, term, episode)
-        obs = nxt
-        if term or trunc:
-            obs, _ = env.reset()
-            episode += 1
-    return buf, spec
+    return random_replay("Pendulum-v1", steps, seed)
 
 
 def test_imagine_shapes():

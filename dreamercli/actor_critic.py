@@ -70,6 +70,12 @@ class Actor(nn.Module):
         logp = logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)
         return action, logp, -logp  # single-sample entropy estimate of the squashed Gaussian
 
+    def log_prob(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of one-hot actions (discrete policies) and the policy's entropy."""
+        assert self.discrete, "log_prob of given actions is for discrete policies"
+        logp = self.probs(z).log()
+        return (logp * action).sum(-1), -(logp.exp() * logp).sum(-1)
+
     def mode(self, z: torch.Tensor) -> torch.Tensor:
         """The deterministic action used for evaluation."""
         if self.discrete:

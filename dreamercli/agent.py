@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -12,7 +14,7 @@ from .config import Config
 from .envs import EnvSpec
 from .world_model import WorldModel
 
-GRAD_CLIP = {"world_model": 1000.0, "actor": 100.0, "critic": 100.0}
+GRAD_CLIP = {"world_model": 100.0, "actor": 100.0, "critic": 100.0}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,8 +85,8 @@ class Agent(nn.Module):
         logps, entropies = [], []
 
         def policy(z: torch.Tensor) -> torch.Tensor:
-            # The actor sees a detached latent; continuous actions still carry gradients
-            # into the next latents, discrete ones only through their log-probabilities.
+            # The actor sees a detached latent; continuous actions carry gradients into the
+            # next latents (dynamics backpropagation).
             action, logp, entropy = ac.actor.sample(z.detach())
             logps.append(logp)
             entropies.append(entropy)
@@ -92,17 +94,21 @@ class Agent(nn.Module):
 
         wm.requires_grad_(False)  # the model is a fixed simulator for the actor
         try:
-            # Score-function gradients need an action's effect to stand out from the latent
-            # noise, so discrete policies imagine with prior means; dynamics gradients cope with
-            # sampled latents, and the noise keeps them from exploiting a too-certain model.
-            traj = wm.imagine(starts, policy, ac_cfg.horizon, sample=not discrete)
+            # Imagination follows the prior means, the path the model was trained open-loop on.
+            # Discrete actions learn by REINFORCE, which needs no graph through the rollout:
+            # roll out without one, then score all (H, N) actions in a single actor call.
+            with torch.no_grad() if discrete else contextlib.nullcontext():
+                traj = wm.imagine(starts, policy, ac_cfg.horizon)
             z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
             reward = wm.reward(z, a)  # (H, N)
             cont = wm.cont(traj.latents[1:])  # (H, N): does the episode go on after step t?
             returns, values = ac.returns(reward, cont, traj.latents)  # (H, N), (H + 1, N)
         finally:
             wm.requires_grad_(True)
-        logp, entropy = torch.stack(logps), torch.stack(entropies)  # (H, N)
+        if discrete:
+            logp, entropy = ac.actor.log_prob(z, a)  # (H, N)
+        else:
+            logp, entropy = torch.stack(logps), torch.stack(entropies)  # (H, N)
         # The chance of still being in the episode at step t weighs that step's losses.
         weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()
         scale = ac.return_scale(returns)

@@ -19,14 +19,13 @@ class ConfigError(ValueError):
 class WorldModelConfig:
     """Sizes and loss scales of the latent world model."""
 
-    latent_dim: int = 32  # size of the Gaussian latent z
+    latent_dim: int = 64  # size of the Gaussian latent z
     hidden_dim: int = 128  # width of every hidden layer (world model and actor-critic)
     wm_lr: float = 1e-3  # Adam learning rate of encoder, transition, heads and decoder
     seq_len: int = 16  # length of replayed sequences; the model is trained open-loop over it
-    free_nats: float = 1.0  # KL below this many nats per step is not penalised
-    kl_dyn: float = 0.5  # weight of KL(stop-grad posterior || prior): trains the transition
-    kl_rep: float = 0.1  # weight of KL(posterior || stop-grad prior): shapes the encoder
-    min_std: float = 0.1  # lower bound of every latent standard deviation
+    consistency: float = 20.0  # weight of the open-loop latent consistency loss (per dim)
+    kl_rep: float = 0.1  # weight of KL(posterior || stop-grad prior) per dim: shapes the encoder
+    min_std: float = 0.05  # lower bound of every latent standard deviation
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,10 @@ class ActorCriticConfig:
     """Imagination horizon, returns and optimiser settings of the policy and value."""
 
     horizon: int = 15  # imagined steps per rollout
-    imag_starts: int = 256  # replayed latents that start imagined rollouts, per update
-    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    imag_starts: int = 64  # replayed latents that start imagined rollouts, per update
+    actor_lr: float = 3e-5  # Adam learning rate of the actor
     critic_lr: float = 1e-3  # Adam learning rate of the critic
-    discount: float = 0.99  # gamma
+    discount: float = 0.997  # gamma (effective horizon about 333 steps)
     lam: float = 0.95  # lambda of the lambda-return
     entropy: float = 3e-4  # entropy bonus, applied to returns normalised to about [0, 1]
     critic_ema: float = 0.02  # rate at which the slow (target) critic follows the critic
@@ -50,9 +49,9 @@ class TrainConfig:
 
     steps: int = 10_000  # env steps to train for
     seed: int = 0
-    batch_size: int = 64  # replayed sequences per world-model update
+    batch_size: int = 16  # replayed sequences per world-model update
     buffer_size: int = 100_000  # real transitions kept in replay
-    train_ratio: float = 0.25  # gradient updates per env step once prefill is done
+    train_ratio: float = 0.5  # gradient updates per env step once prefill is done
     prefill: int = 500  # env steps of uniformly random actions before learning starts
     pretrain: int = 200  # world-model-only updates on the prefill data, before behaviour learning
     eval_every: int = 1_000  # env steps between evaluations (0: only at the end)
@@ -206,7 +205,8 @@ def validate(config: Config) -> Config:
         if not 0 < value <= 1:
             raise ConfigError(f"{name} must be in (0, 1], got {value}")
     for name, value in {"prefill": tr.prefill, "pretrain": tr.pretrain, "eval_every": tr.eval_every,
-                        "entropy": ac.entropy, "free_nats": wm.free_nats}.items():
+                        "entropy": ac.entropy, "consistency": wm.consistency,
+                        "kl_rep": wm.kl_rep}.items():
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
     if tr.device not in ("auto", "cpu", "cuda"):

@@ -54,3 +54,8 @@ def gaussian_kl(
     var_q, var_p = std_q.pow(2), std_p.pow(2)
     kl = torch.log(std_p / std_q) + (var_q + (mean_q - mean_p).pow(2)) / (2 * var_p) - 0.5
     return kl.sum(-1)
+
+
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Negative log-density of x under N(mean, std), per element, without the constant."""
+    return ((x - mean) / std).pow(2) / 2 + std.log()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import WorldModelConfig
-from .nets import gaussian, gaussian_kl, mlp, symexp, symlog, zero_output
+from .nets import gaussian, gaussian_kl, gaussian_nll, mlp, symexp, symlog, zero_output
 
 
 class Imagined(NamedTuple):
@@ -20,8 +20,19 @@ class Imagined(NamedTuple):
     actions: torch.Tensor  # (H, N, action): a_t taken in z_t
 
 
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """Layer-normalise latent means (no affine): a fixed scale, so consistency cannot collapse."""
+    return F.layer_norm(x, x.shape[-1:])
+
+
 class WorldModel(nn.Module):
-    """q(z|o), p(z'|z, a), r(z, a), c(z, a) and o(z), all small MLPs over a Gaussian latent."""
+    """q(z|o), p(z'|z, a), r(z, a), c(z') and o(z), small MLPs over a Gaussian latent.
+
+    The latent mean is the model's deterministic path: it is what imagination rolls forward,
+    what the actor and critic read, and what multi-step consistency trains. The stds say how
+    sure the encoder and the transition are; they are learned, reported, and sampled only
+    where noise helps (reconstruction from the posterior, `imagine(sample=True)`).
+    """
 
     def __init__(self, cfg: WorldModelConfig, obs_dim: int, action_dim: int):
         super().__init__()
@@ -39,12 +50,13 @@ class WorldModel(nn.Module):
 
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z | o): mean and std; observations enter in symlog scale."""
-        return gaussian(self.encoder(symlog(obs)), self.cfg.min_std)
+        mean, std = gaussian(self.encoder(symlog(obs)), self.cfg.min_std)
+        return normalise(mean), std
 
     def transition(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prior p(z' | z, a): mean and std; the mean is predicted as a residual on z."""
-        mean, std = gaussian(self.dynamics(torch.cat([z, action], -1)), self.cfg.min_std)
-        return z + mean, std
+        """Prior p(z' | z, a): mean and std; the mean is a residual step from z."""
+        delta, std = gaussian(self.dynamics(torch.cat([z, action], -1)), self.cfg.min_std)
+        return normalise(z + delta), std
 
     def reward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Predicted reward of taking action in z, in the env's own units."""
@@ -63,7 +75,7 @@ class WorldModel(nn.Module):
         z0: torch.Tensor,
         policy: Callable[[torch.Tensor], torch.Tensor],
         horizon: int,
-        sample: bool = True,
+        sample: bool = False,
     ) -> Imagined:
         """Roll the prior forward from z0 (N, latent) with actions from policy(z)."""
         latents, actions = [z0], []
@@ -71,7 +83,7 @@ class WorldModel(nn.Module):
         for _ in range(horizon):
             a = policy(z)
             mean, std = self.transition(z, a)
-            z = mean + std * torch.randn_like(std) if sample else mean
+            z = normalise(mean + std * torch.randn_like(std)) if sample else mean
             latents.append(z)
             actions.append(a)
         return Imagined(torch.stack(latents), torch.stack(actions))
@@ -87,7 +99,7 @@ class WorldModel(nn.Module):
         terminated: torch.Tensor,
         mask: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
-        """Sequence loss: posterior fit, open-loop prior over the sequence, heads and decoder.
+        """Sequence loss: open-loop consistency with the encoder, heads and decoder on both paths.
 
         Shapes: obs/next_obs (B, L, obs), actions (B, L, act), rewards/terminated/mask (B, L).
         Returns the named losses, diagnostics, and the posterior means of obs (B, L, latent).
@@ -95,23 +107,19 @@ class WorldModel(nn.Module):
         B, L = rewards.shape
         assert obs.shape[:2] == (B, L) and actions.shape[:2] == (B, L), (obs.shape, actions.shape)
         cfg = self.cfg
-        # Posterior of o_0 and of every next observation: (B, L + 1, latent).
-        all_obs = torch.cat([obs[:, :1], next_obs], 1)
-        post_mean, post_std = self.encode(all_obs)
-        post = post_mean + post_std * torch.randn_like(post_std)
+        all_obs = torch.cat([obs[:, :1], next_obs], 1)  # o_0 .. o_L, (B, L + 1, obs)
+        q_mean, q_std = self.encode(all_obs)  # (B, L + 1, latent)
 
-        # Open-loop prior from the first posterior sample, driven by the real actions.
-        z = post[:, 0]
-        prior_z, prior_mean, prior_std = [], [], []
+        # Open-loop prior means from z_0, driven by the real actions: exactly what imagination
+        # does, so the model is trained for the rollouts the actor will learn from.
+        z = q_mean[:, 0]
+        p_means, p_stds = [], []
         for t in range(L):
-            mean, std = self.transition(z, actions[:, t])
-            z = mean + std * torch.randn_like(std)
-            prior_z.append(z)
-            prior_mean.append(mean)
-            prior_std.append(std)
-        prior = torch.stack(prior_z, 1)  # (B, L, latent): predictions of z_1 .. z_L
-        p_mean, p_std = torch.stack(prior_mean, 1), torch.stack(prior_std, 1)
-        q_mean, q_std = post_mean[:, 1:], post_std[:, 1:]
+            z, std = self.transition(z, actions[:, t])
+            p_means.append(z)
+            p_stds.append(std)
+        p_mean, p_std = torch.stack(p_means, 1), torch.stack(p_stds, 1)  # (B, L, latent)
+        target = q_mean[:, 1:]
 
         # Valid steps of a sequence stop at its episode's end; normalise by their count.
         m = mask.float()
@@ -120,38 +128,50 @@ class WorldModel(nn.Module):
         def masked(x: torch.Tensor) -> torch.Tensor:
             return (x * m).sum() / count
 
-        kl_dyn = gaussian_kl(q_mean.detach(), q_std.detach(), p_mean, p_std)
-        kl_rep = gaussian_kl(q_mean, q_std, p_mean.detach(), p_std.detach())
-        free = cfg.free_nats
+        # Latents seen by the heads: posterior means of o_0 .. o_L and the open-loop prior means.
+        start = q_mean[:, :1]
+        z_in = torch.cat([q_mean[:, :-1], torch.cat([start, p_mean[:, :-1]], 1)], 0)  # (2B, L, latent)
+        z_next = torch.cat([target, p_mean], 0)  # (2B, L, latent)
+        a2 = torch.cat([actions, actions], 0)
+        m2 = torch.cat([m, m], 0)
+
+        def masked2(x: torch.Tensor) -> torch.Tensor:
+            return (x * m2).sum() / (2 * count)
+
+        r_pred = self.reward_head(torch.cat([z_in, a2], -1)).squeeze(-1)
+        c_logit = self.cont_head(z_next).squeeze(-1)
+        term = torch.cat([terminated, terminated], 0).float()
+        # Terminal states are rare: weigh them up to as much as all the others together, so the
+        # head learns where episodes end and unseen latents read as risky, not safe. At most
+        # 10x: once a good policy makes ends rare, a single end weighed 100x jolted the whole
+        # model (the head's gradient reaches the latent) and the policy with it.
+        n_term = (term * m2).sum()
+        balance = 1.0 + term * ((2 * count - n_term) / n_term.clamp(min=1.0) - 1.0).clamp(0.0, 9.0)
+
+        post = q_mean + q_std * torch.randn_like(q_std)  # posterior samples for reconstruction
         target_obs = symlog(all_obs)
         recon_post = (self.decoder(post) - target_obs).pow(2).sum(-1)  # (B, L + 1)
-        recon_prior = (self.decoder(prior) - target_obs[:, 1:]).pow(2).sum(-1)  # (B, L)
-        # Heads read posterior means: a termination boundary such as a pole angle of 0.21 rad
-        # is too fine to learn through sampling noise, and imagination feeds them prior means
-        # (discrete actions) or samples around them (continuous).
-        z_in = post_mean[:, :-1]  # z_0 .. z_{L-1}, (B, L, latent)
-        r_pred = self.reward_head(torch.cat([z_in, actions], -1)).squeeze(-1)
-        c_logit = self.cont_head(post_mean[:, 1:]).squeeze(-1)  # is each next state terminal?
-        # Terminal states are rare: weigh them as much as all the others together (at most
-        # 100x), so that the head learns where episodes end, and latents it has never seen
-        # read as risky rather than as safe, which keeps the actor from exploiting them.
-        term = terminated.float() * m
-        n_term = term.sum()
-        balance = 1.0 + term * ((count - n_term) / n_term.clamp(min=1.0) - 1.0).clamp(0.0, 99.0)
+        recon_prior = (self.decoder(p_mean) - target_obs[:, 1:]).pow(2).sum(-1)  # (B, L)
         losses = {
-            "kl_dyn": cfg.kl_dyn * masked(kl_dyn.clamp(min=free)),
-            "kl_rep": cfg.kl_rep * masked(kl_rep.clamp(min=free)),
+            # The main signal: predicted means match the encoder's, many steps ahead.
+            "consistency": cfg.consistency * masked((p_mean - target.detach()).pow(2).mean(-1)),
+            # The prior std learns how far off its mean is (the mean itself is not moved).
+            "prior_nll": masked(gaussian_nll(target.detach(), p_mean.detach(), p_std).mean(-1)),
+            # The encoder is drawn toward what the transition can predict (DreamerV3's rep loss).
+            "kl_rep": cfg.kl_rep * masked(gaussian_kl(q_mean[:, 1:], q_std[:, 1:],
+                                                      p_mean.detach(), p_std.detach()) / cfg.latent_dim),
             "recon": (recon_post[:, 0].mean() + masked(recon_post[:, 1:])) / 2,
             "recon_open_loop": masked(recon_prior),
-            "reward_loss": masked((r_pred - symlog(rewards)).pow(2)),
-            "cont_loss": masked(F.binary_cross_entropy_with_logits(
-                c_logit, 1.0 - terminated.float(), reduction="none") * balance),
+            "reward_loss": masked2((r_pred - symlog(torch.cat([rewards, rewards], 0))).pow(2)),
+            "cont_loss": masked2(F.binary_cross_entropy_with_logits(c_logit, 1.0 - term, reduction="none")
+                                 * balance),
         }
         with torch.no_grad():
-            # Diagnostics: raw KL, and the open-loop observation error at the last step.
-            err = (self.decode(prior[:, -1]) - next_obs[:, -1]).abs().mean(-1)  # (B,), env units
+            # Diagnostics: the open-loop observation error at the last step, in env units.
+            err = (self.decode(p_mean[:, -1]) - next_obs[:, -1]).abs().mean(-1)  # (B,)
             metrics = {
-                "kl": masked(kl_dyn).item(),
+                "kl": masked(gaussian_kl(target, q_std[:, 1:], p_mean, p_std)).item(),
+                "prior_std": masked(p_std.mean(-1)).item(),
                 "open_loop_obs_err": ((err * m[:, -1]).sum() / m[:, -1].sum().clamp(min=1)).item(),
             }
-        return losses, metrics, post_mean[:, :-1]
+        return losses, metrics, q_mean[:, :-1]

@@ -83,3 +83,14 @@ def test_return_scale_is_at_least_one_and_tracks_the_spread():
     assert ac.return_scale(torch.full((10,), 3.0)) == 1.0
     wide = torch.linspace(0, 100, 1001)
     assert ac.return_scale(wide).item() == pytest.approx(90.0, rel=1e-3)
+
+
+def test_discrete_log_prob_agrees_with_sample():
+    torch.manual_seed(0)
+    actor = Actor(8, 16, 3, discrete=True)
+    z = torch.randn(4, 6, 8)  # (H, N, latent), scored in one call as imagination does
+    action, logp, entropy = actor.sample(z)
+    scored_logp, scored_entropy = actor.log_prob(z, action)
+    assert torch.allclose(scored_logp, logp) and torch.allclose(scored_entropy, entropy)
+    scored_logp.sum().backward()
+    assert actor.net[0].weight.grad is not None

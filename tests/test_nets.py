@@ -1,6 +1,6 @@
 import torch
 
-from dreamercli.nets import gaussian, gaussian_kl, mlp, symexp, symlog, zero_output
+from dreamercli.nets import gaussian, gaussian_kl, gaussian_nll, mlp, symexp, symlog, zero_output
 
 
 def test_symexp_inverts_symlog():
@@ -26,3 +26,9 @@ def test_mlp_shapes_and_zero_output():
     net = zero_output(mlp(5, 16, 3))
     out = net(torch.randn(7, 5))
     assert out.shape == (7, 3) and torch.all(out == 0)
+
+
+def test_gaussian_nll_matches_torch_normal_up_to_its_constant():
+    x, mean, std = torch.randn(6, 3), torch.randn(6, 3), torch.rand(6, 3) + 0.1
+    expected = -torch.distributions.Normal(mean, std).log_prob(x) - 0.5 * torch.log(torch.tensor(2 * torch.pi))
+    assert torch.allclose(gaussian_nll(x, mean, std), expected, atol=1e-5)

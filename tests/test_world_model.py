@@ -19,6 +19,24 @@ def test_imagine_shapes():
     assert wm.decode(traj.latents).shape == (5, 5, 3)
 
 
+def test_latent_means_are_normalised_and_imagination_follows_them():
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(latent_dim=6, hidden_dim=16), obs_dim=3, action_dim=2)
+    z, std = wm.encode(100.0 * torch.randn(5, 3))
+    # Layer-normalised means: zero mean and unit variance over the latent, whatever the input.
+    assert torch.allclose(z.mean(-1), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(z.var(-1, unbiased=False), torch.ones(5), atol=1e-3)
+    assert torch.all(std >= wm.cfg.min_std)
+    action = torch.ones(5, 2)
+    traj = wm.imagine(z, lambda _: action, horizon=3)
+    step = z
+    for t in range(3):
+        step = wm.transition(step, action)[0]
+        assert torch.allclose(traj.latents[t + 1], step)
+    sampled = wm.imagine(z, lambda _: action, horizon=3, sample=True)
+    assert not torch.allclose(sampled.latents[1], traj.latents[1])
+
+
 def test_loss_falls_when_fitting_real_pendulum_data():
     torch.manual_seed(0)
     buf, spec = pendulum_buffer()
@@ -37,7 +55,7 @@ def test_loss_falls_when_fitting_real_pendulum_data():
     assert last[0] < 0.5 * first[0], (first, last)
     assert last[1] < 0.5 * first[1], (first, last)
     assert post.shape == (16, 8, 8)
-    assert set(metrics) == {"kl", "open_loop_obs_err"}
+    assert set(metrics) == {"kl", "prior_std", "open_loop_obs_err"}
 
 
 def test_masked_steps_do_not_count():
@@ -54,5 +72,5 @@ def test_masked_steps_do_not_count():
     clean_losses = wm.loss(*batch._replace(mask=mask))[0]
     torch.manual_seed(1)
     noisy_losses = wm.loss(*noisy)[0]
-    for key in ("reward_loss", "recon_open_loop", "kl_dyn"):
+    for key in ("reward_loss", "recon_open_loop", "consistency"):
         assert torch.allclose(clean_losses[key], noisy_losses[key]), key

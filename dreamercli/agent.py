@@ -94,11 +94,10 @@ class Agent(nn.Module):
 
         wm.requires_grad_(False)  # the model is a fixed simulator for the actor
         try:
-            # Imagination follows the prior means, the path the model was trained open-loop on.
             # Discrete actions learn by REINFORCE, which needs no graph through the rollout:
             # roll out without one, then score all (H, N) actions in a single actor call.
             with torch.no_grad() if discrete else contextlib.nullcontext():
-                traj = wm.imagine(starts, policy, ac_cfg.horizon)
+                traj = wm.imagine(starts, policy, ac_cfg.horizon, sample=self.imagine_samples())
             z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
             reward = wm.reward(z, a)  # (H, N)
             cont = wm.cont(traj.latents[1:])  # (H, N): does the episode go on after step t?
@@ -133,6 +132,16 @@ class Agent(nn.Module):
             "ac/imagined_reward": reward.mean().item(),
             "ac/return_scale": scale.item(),
         }
+
+    def imagine_samples(self) -> bool:
+        """Whether imagination samples latents from the prior or follows its means.
+
+        auto: means for discrete actions, whose score-function gradient only grows noisier
+        with latent noise; samples for continuous ones, whose gradients through the model
+        otherwise find action sequences that exploit its errors (Pendulum: measured in README).
+        """
+        noise = self.config.actor_critic.imag_noise
+        return noise == "sample" or (noise == "auto" and not self.spec.discrete)
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Every network's tensors by stable name, for safetensors."""

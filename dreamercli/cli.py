@@ -28,6 +28,12 @@ class Preset(str, Enum):
     tiny = "tiny"
 
 
+class ImagNoise(str, Enum):
+    auto = "auto"
+    mean = "mean"
+    sample = "sample"
+
+
 class UserError(Exception):
     """Bad input: reported as one line on stderr with exit code 2."""
 
@@ -65,6 +71,9 @@ def train(
     horizon: Annotated[int | None, typer.Option(help="Imagination horizon H.", rich_help_panel=HP)] = None,
     imag_starts: Annotated[int | None, typer.Option(
         help="Replayed latents that start imagined rollouts.", rich_help_panel=HP)] = None,
+    imag_noise: Annotated[ImagNoise | None, typer.Option(
+        help="Imagined latents: prior means, samples, or auto (samples for continuous actions).",
+        rich_help_panel=HP)] = None,
     batch_size: Annotated[int | None, typer.Option(
         help="Replayed sequences per update.", rich_help_panel=HP)] = None,
     wm_lr: Annotated[float | None, typer.Option(help="World-model learning rate.", rich_help_panel=HP)] = None,

@@ -34,6 +34,7 @@ class ActorCriticConfig:
 
     horizon: int = 15  # imagined steps per rollout
     imag_starts: int = 64  # replayed latents that start imagined rollouts, per update
+    imag_noise: str = "auto"  # mean, sample, or auto: sample for continuous actions, mean for discrete
     actor_lr: float = 3e-5  # Adam learning rate of the actor
     critic_lr: float = 1e-3  # Adam learning rate of the critic
     discount: float = 0.997  # gamma (effective horizon about 333 steps)
@@ -74,6 +75,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+IMAG_NOISE = ("auto", "mean", "sample")
 SECTIONS = ("world_model", "actor_critic", "train")
 TOP_LEVEL = ("env", "algo", "preset")
 
@@ -209,6 +211,8 @@ def validate(config: Config) -> Config:
                         "kl_rep": wm.kl_rep}.items():
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
+    if ac.imag_noise not in IMAG_NOISE:
+        raise ConfigError(f"imag_noise must be one of {', '.join(IMAG_NOISE)}, got '{ac.imag_noise}'")
     if tr.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, got '{tr.device}'")
     if config.preset not in PRESETS:

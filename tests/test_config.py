@@ -51,7 +51,8 @@ def test_integral_floats_from_json_become_ints():
 
 @pytest.mark.parametrize("field,value", [
     ("steps", 0), ("steps", -5), ("horizon", 0), ("discount", 1.5), ("seq_len", 1),
-    ("latent_dim", "big"), ("device", "tpu"), ("prefill", -1),
+    ("latent_dim", "big"), ("device", "tpu"), ("prefill", -1), ("imag_noise", "bogus"),
+    ("consistency", -1.0),
 ])
 def test_validation_names_the_bad_field(field, value):
     with pytest.raises(ConfigError, match=field):

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny
+from dreamercli.agent import Agent
+from dreamercli.buffer import random_replay
+
+
+def agent_and_replay(env: str, **overrides):
+    torch.manual_seed(0)
+    buffer, spec = random_replay(env, 300)
+    return Agent(tiny(env, **overrides), spec), buffer
+
+
+@pytest.mark.parametrize("env,noise,expected", [
+    ("CartPole-v1", "auto", False), ("Pendulum-v1", "auto", True),
+    ("CartPole-v1", "sample", True), ("Pendulum-v1", "mean", False),
+])
+def test_imagination_noise_follows_the_action_space_under_auto(env, noise, expected):
+    agent, _ = agent_and_replay(env, imag_noise=noise)
+    assert agent.imagine_samples() is expected
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_behaviour_update_moves_actor_and_critic_but_not_the_model(env):
+    agent, buffer = agent_and_replay(env)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # a few model updates, so that predicted rewards (and returns) are not all 0
+        agent.update(buffer.sample(8, 8, rng, agent.device), behave=False)
+    batch = buffer.sample(8, 8, rng, agent.device)
+    latents = agent.world_model.loss(*batch)[2].detach().flatten(0, 1)
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    metrics = agent.behave(latents)
+    after = agent.state_dict()
+    changed = {k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
+    assert {"actor", "critic", "slow_critic"} <= changed, changed
+    assert not any(k.startswith("world_model.") and not torch.equal(before[k], after[k]) for k in before)
+    assert all(np.isfinite(v) for v in metrics.values()), metrics

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny
+
 from dreamercli.agent import Agent
 from dreamercli.buffer import random_replay
 

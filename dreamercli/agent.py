@@ -86,10 +86,12 @@ class Agent(nn.Module):
 
         def policy(z: torch.Tensor) -> torch.Tensor:
             # The actor sees a detached latent; continuous actions carry gradients into the
-            # next latents (dynamics backpropagation).
+            # next latents (dynamics backpropagation). Discrete actions are scored after the
+            # rollout, so their log-probs are not kept here.
             action, logp, entropy = ac.actor.sample(z.detach())
-            logps.append(logp)
-            entropies.append(entropy)
+            if not discrete:
+                logps.append(logp)
+                entropies.append(entropy)
             return action
 
         wm.requires_grad_(False)  # the model is a fixed simulator for the actor

@@ -115,8 +115,10 @@ def train(config: Config, run_dir: Path | None = None,
 
     def evaluate_now(step: int) -> None:
         nonlocal best, solved_at, last_eval
+        began = time.perf_counter()
         stats = evaluate_policy(agent, config.env, tr.eval_episodes,
                                 seed=tr.seed + EVAL_SEED_OFFSET).stats()
+        stats["seconds"] = time.perf_counter() - began  # so benchmarks can subtract evaluation time
         last_eval = stats["return_mean"]
         best = last_eval if best is None else max(best, last_eval)
         if solved_at is None and threshold is not None and last_eval >= threshold:

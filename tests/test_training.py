@@ -9,7 +9,7 @@ from dreamercli.training import evaluate_policy, train
 
 def metrics_without_timing(run_dir):
     """Metric rows minus the wall-clock fields, which differ between any two runs."""
-    return [{k: v for k, v in row.items() if k not in ("time", "train/sps")}
+    return [{k: v for k, v in row.items() if k not in ("time", "train/sps", "eval/seconds")}
             for row in runs.read_metrics(run_dir)]
 
 

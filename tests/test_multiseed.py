@@ -11,7 +11,7 @@ from dreamercli.config import ConfigError, from_preset, with_overrides
 
 runner = CliRunner()
 TINY = ["--env", "CartPole-v1", "--preset", "tiny", "--steps", "150", "--horizon", "4"]
-VOLATILE = ("time", "train/sps")
+VOLATILE = ("time", "train/sps", "eval/seconds")
 
 
 def metrics(run_dir):

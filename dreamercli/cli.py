@@ -225,6 +225,9 @@ def compare(
         typer.echo(str(path))
 
 
+THREADS_HELP = "Torch CPU threads [default: the run's threads setting]."
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `dreamer train`.")],
@@ -233,6 +236,7 @@ def evaluate(
     render: Annotated[bool, typer.Option(
         help="Record the first episode to videos/eval.gif (and show it when a display exists).")] = False,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
     """Rebuild the agent from a run folder, run episodes, print a table, write eval.json."""
     if episodes <= 0:
@@ -240,7 +244,7 @@ def evaluate(
     from . import commands
 
     try:
-        agent, cfg = commands.load_agent(run, device.value)
+        agent, cfg = commands.load_agent(run, device.value, threads)
     except commands.USER_ERRORS as err:
         fail(str(err))
     report = commands.run_evaluation(agent, cfg, run, episodes, seed, render)
@@ -261,6 +265,7 @@ def imagine_command(
     actions: Annotated[ActionSource, typer.Option(
         help="policy: the actor on the imagined latent; random: uniform from the seed.")] = ActionSource.policy,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
     """Dream beside reality: table of errors, imagine/imagine.json, imagine.png and dream.gif."""
     if horizon <= 0:
@@ -274,7 +279,7 @@ def imagine_command(
         commands.console.print(f"[yellow]{message}", soft_wrap=True)  # one line, never wrapped
 
     try:
-        report = run_imagine(run, horizon, rollouts, seed, actions.value, device.value, note)
+        report = run_imagine(run, horizon, rollouts, seed, actions.value, device.value, note, threads)
     except commands.USER_ERRORS as err:
         fail(str(err))
     print_table(report["metrics"], report["obs_labels"],

@@ -75,11 +75,21 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-def load_agent(run_dir: Path, device: str):
-    """Rebuild the agent from config.json and weights.safetensors alone."""
+def load_agent(run_dir: Path, device: str, threads: int | None = None):
+    """Rebuild the agent from config.json and weights.safetensors alone.
+
+    Also sets torch's CPU threads to the run's `threads` (or the given override) for
+    everything that runs the model afterwards: torch's default, one thread per core, is
+    many times slower for these small networks when the cores are busy.
+    """
+    import torch
+
     from .agent import Agent, resolve_device
 
     config, spec = runs.load_config(run_dir)
+    if threads is not None and threads <= 0:
+        raise ConfigError(f"threads must be > 0, got {threads}")
+    torch.set_num_threads(config.train.threads if threads is None else threads)
     tensors = runs.load_weights(run_dir)
     agent = Agent(config, spec, resolve_device(device))
     try:

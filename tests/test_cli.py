@@ -87,3 +87,21 @@ def test_help_lists_every_hyperparameter():
                  "--critic-lr", "--discount", "--lam", "--entropy", "--buffer-size", "--train-ratio",
                  "--prefill", "--eval-every", "--eval-episodes", "--preset", "--config", "--device"):
         assert flag in result.output, flag
+
+
+def test_evaluate_sets_the_runs_threads_or_the_option(cartpole_run):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = runner.invoke(app, ["evaluate", str(cartpole_run), "--episodes", "1"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1  # the run's config says 1
+        result = runner.invoke(app, ["evaluate", str(cartpole_run), "--episodes", "1", "--threads", "3"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 3
+        bad = runner.invoke(app, ["evaluate", str(cartpole_run), "--threads", "0"])
+        assert bad.exit_code == 2 and "threads must be > 0" in bad.output
+    finally:
+        torch.set_num_threads(before)

@@ -19,7 +19,10 @@ LOSS_KEYS = ("wm/loss", "wm/recon_open_loop", "wm/reward_loss", "wm/kl",
 X_LABELS = {"steps": "env steps", "seconds": "wall-clock seconds since training started"}
 UNITS = {"eval/return_mean": "episode return", "eval/return_std": "episode return",
          "eval/length_mean": "episode length (env steps)", "train/episode_return": "episode return",
-         "train/episodes": "episodes finished", "train/sps": "env steps per second"}
+         "train/episodes": "episodes finished",
+         "train/sps": "env steps per second over each log window"}
+# Drawn on a log axis: random-action prefill runs about 1000x faster than training.
+LOG_KEYS = {"train/sps"}
 # Keys drawn in the returns panel of a single run, so not repeated in the "other" panels.
 _RETURN_PANEL = {"eval/return_mean", "eval/return_std", "eval/return_min", "eval/return_max",
                  "eval/episodes", "train/episode_return"}
@@ -110,7 +113,7 @@ def _lines_panel(ax, run: Run, keys: list[str], x: str, title: str) -> None:
     units = {unit_of(k) for k in keys}
     if units == {"loss"} and any(v <= 0 for k in keys for v in run.series(k, x)[1]):
         ax.set_yscale("symlog", linthresh=1e-2)  # some losses go negative: log would drop them
-    elif units == {"loss"}:
+    elif units == {"loss"} or (set(keys) <= LOG_KEYS and all(v > 0 for k in keys for v in run.series(k, x)[1])):
         ax.set_yscale("log")
     _finish(ax, x, " / ".join(sorted(units)), title)
 

@@ -16,6 +16,7 @@ from .agent import Agent, resolve_device
 from .buffer import ReplayBuffer
 from .config import Config
 from .envs import encode_action, make_env, random_action, spec_of, threshold_of, to_env_action
+from .progress import CostModel, Progress
 
 EVAL_SEED_OFFSET = 10_000  # eval episodes use seeds far from the training env's
 
@@ -70,18 +71,6 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int,
     return result
 
 
-@dataclass
-class Progress:
-    """What the loop reports after each env step, for a progress display."""
-
-    step: int
-    total: int
-    episodes: int
-    last_eval: float | None
-    losses: dict[str, float]
-    sps: float
-
-
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     keys = rows[0].keys() if rows else []
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -109,6 +98,8 @@ def train(config: Config, run_dir: Path | None = None,
     pending: list[dict[str, float]] = []
     finished: list[float] = []
     start = time.perf_counter()
+    costs = CostModel(tr.steps, tr.prefill, tr.pretrain, tr.train_ratio, tr.eval_every)
+    logged_step, logged_time = 0, start  # the previous metrics row, for train/sps over the window
     owed, updates, episode, episode_return = 0.0, 0, 0, 0.0
     best, solved_at, last_eval = None, None, None
     obs, _ = env.reset(seed=tr.seed)
@@ -119,6 +110,7 @@ def train(config: Config, run_dir: Path | None = None,
         stats = evaluate_policy(agent, config.env, tr.eval_episodes,
                                 seed=tr.seed + EVAL_SEED_OFFSET).stats()
         stats["seconds"] = time.perf_counter() - began  # so benchmarks can subtract evaluation time
+        costs.add("eval", stats["seconds"])
         last_eval = stats["return_mean"]
         best = last_eval if best is None else max(best, last_eval)
         if solved_at is None and threshold is not None and last_eval >= threshold:
@@ -126,7 +118,18 @@ def train(config: Config, run_dir: Path | None = None,
         rows.append({"step": step, "time": time.perf_counter() - start,
                      **{f"eval/{k}": v for k, v in stats.items()}})
 
+    def report(step: int, phase: str, pretrained: int, losses: dict[str, float] | None = None) -> None:
+        if on_progress is None:
+            return
+        if losses is None:
+            latest = next((r for r in reversed(rows) if "wm/loss" in r), {})
+            losses = {k: latest[k] for k in ("wm/loss", "ac/actor_loss") if k in latest}
+        on_progress(Progress(step, tr.steps, episode, last_eval, losses,
+                             0.0 if phase == "pretrain" else costs.sps, phase, pretrained, tr.pretrain,
+                             costs.seconds_left(step, pretrained)))
+
     for step in range(1, tr.steps + 1):
+        began = time.perf_counter()
         if step <= tr.prefill:
             action = random_action(spec, rng)
         else:
@@ -139,26 +142,33 @@ def train(config: Config, run_dir: Path | None = None,
             finished.append(episode_return)
             episode, episode_return = episode + 1, 0.0
             obs, _ = env.reset()
+        costs.add("step", time.perf_counter() - began)
 
         if step == max(tr.prefill, 1):
             # Fit the model to the prefill data first: an actor trained in an untrained model
             # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
-            for _ in range(tr.pretrain):
-                agent.update(buffer.sample(tr.batch_size, config.world_model.seq_len, rng, device),
-                             behave=False)
+            for i in range(tr.pretrain):
+                began = time.perf_counter()
+                metrics = agent.update(buffer.sample(tr.batch_size, config.world_model.seq_len, rng, device),
+                                       behave=False)
+                costs.add("pretrain", time.perf_counter() - began)
+                report(step, "pretrain", i + 1, {"wm/loss": metrics["wm/loss"]})
             updates += tr.pretrain
         if step >= tr.prefill:
             owed += tr.train_ratio
             while owed >= 1.0:
+                began = time.perf_counter()
                 batch = buffer.sample(tr.batch_size, config.world_model.seq_len, rng, device)
                 pending.append(agent.update(batch))
+                costs.add("update", time.perf_counter() - began)
                 owed -= 1.0
                 updates += 1
 
         if step % tr.log_every == 0 or step == tr.steps:
-            row: dict[str, Any] = {"step": step, "time": time.perf_counter() - start,
-                                   "train/episodes": episode,
-                                   "train/sps": step / (time.perf_counter() - start)}
+            now = time.perf_counter()
+            row: dict[str, Any] = {"step": step, "time": now - start, "train/episodes": episode,
+                                   "train/sps": (step - logged_step) / (now - logged_time)}
+            logged_step, logged_time = step, now
             if finished:
                 row["train/episode_return"] = float(np.mean(finished))
                 finished = []
@@ -171,11 +181,8 @@ def train(config: Config, run_dir: Path | None = None,
                 runs.save_weights(run_dir, agent.weights())
         if run_dir is not None and (step % tr.log_every == 0 or step == tr.steps):
             runs.write_metrics(run_dir, rows)
-        if on_progress is not None:
-            latest = next((r for r in reversed(rows) if "wm/loss" in r), {})
-            on_progress(Progress(step, tr.steps, episode, last_eval,
-                                 {k: latest[k] for k in ("wm/loss", "ac/actor_loss") if k in latest},
-                                 step / (time.perf_counter() - start)))
+        costs.end_step(step, time.perf_counter())
+        report(step, "prefill" if step < tr.prefill else "train", tr.pretrain if step >= tr.prefill else 0)
     env.close()
 
     wall = time.perf_counter() - start

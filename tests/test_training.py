@@ -58,3 +58,27 @@ def test_pretraining_adds_model_only_updates(tmp_path):
     _, with_pretrain = train(tiny("CartPole-v1", pretrain=7, **base))
     assert with_pretrain["updates"] == without["updates"] + 7
     assert without["updates"] == 5  # 21 steps from the prefill's end at 0.25 updates each
+
+
+def test_progress_covers_pretraining_and_times_left_only_once_measured(tmp_path):
+    reports = []
+    train(tiny("CartPole-v1"), tmp_path / "run", on_progress=reports.append)  # prefill 100, pretrain 20
+    phases = [p.phase for p in reports]
+    assert phases == ["prefill"] * 99 + ["pretrain"] * 20 + ["train"] * 201
+    pretrain = [p for p in reports if p.phase == "pretrain"]
+    assert [p.pretrained for p in pretrain] == list(range(1, 21))  # the display moves during pretraining
+    assert all(p.step == 100 and p.pretrain == 20 and "wm/loss" in p.losses for p in pretrain)
+    # No time left before a full update was timed (train ratio 0.25: the first one at step 103).
+    assert [p.step for p in reports if p.eta is not None] == list(range(103, 301))
+    assert all(p.eta > 0 for p in reports[:-1] if p.eta is not None) and reports[-1].eta == 0
+    # The rate is the recent one: prefill is far faster than training, and shown apart from it.
+    prefill_sps = reports[98].sps
+    train_sps = [p.sps for p in reports if p.phase == "train" and p.step > 110]
+    assert max(train_sps) < prefill_sps / 10
+
+
+def test_logged_speed_is_per_window(tmp_path):
+    train(tiny("CartPole-v1"), tmp_path / "run")
+    sps = {r["step"]: r["train/sps"] for r in runs.read_metrics(tmp_path / "run") if "train/sps" in r}
+    assert sorted(sps) == [50, 100, 150, 200, 250, 300]
+    assert sps[250] < sps[50] / 10  # training (updates) against random-action prefill

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from . import runs
@@ -41,25 +41,41 @@ def prepare_training(flags: dict[str, Any], preset: str, config_file: Path | Non
     return config, runs.prepare_run_dir(runs_dir, name, config, force)
 
 
+def clock(seconds: float | None) -> str:
+    """H:MM:SS as rich's time columns write it, or '-' while unknown."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def phase_text(p) -> str:
+    """prefill, pretrain i/N or train, from a training.Progress."""
+    return f"pretrain {p.pretrained}/{p.pretrain}" if p.phase == "pretrain" else p.phase
+
+
 def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
     """Train with a rich progress bar; return the summary."""
     from .training import train
 
+    # The rate is the recent one and the time left comes from the loop's cost model
+    # (progress.CostModel): rich's own columns average over the whole run, prefill included.
+    width = len(f"pretrain {config.train.pretrain}/{config.train.pretrain}")
     columns = [
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("ep {task.fields[episodes]}"), TextColumn("eval {task.fields[eval]}"),
+        TextColumn("[bold]{task.description}"), TextColumn(f"{{task.fields[phase]:<{width}}}"), BarColumn(),
+        MofNCompleteColumn(), TextColumn("ep {task.fields[episodes]}"), TextColumn("eval {task.fields[eval]}"),
         TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[sps]} steps/s"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[eta]} left"),
     ]
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(config.env, total=config.train.steps, episodes=0, eval="-",
-                                 losses="", sps="-")
+        task = progress.add_task(config.env, total=config.train.steps, phase="prefill", episodes=0, eval="-",
+                                 losses="", sps="-", eta="-")
 
         def show(p) -> None:
             losses = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in p.losses.items())
-            progress.update(task, completed=p.step, episodes=p.episodes,
-                            eval="-" if p.last_eval is None else f"{p.last_eval:.1f}",
-                            losses=losses, sps=f"{p.sps:.0f}")
+            progress.update(task, completed=p.step, phase=phase_text(p), episodes=p.episodes,
+                            eval="-" if p.last_eval is None else f"{p.last_eval:.1f}", losses=losses,
+                            sps="-" if p.phase == "pretrain" else f"{p.sps:.0f}", eta=clock(p.eta))
 
         _, summary = train(config, run_dir, on_progress=show)
     return summary

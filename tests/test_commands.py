@@ -1,9 +1,10 @@
-"""commands.py: loading a run sets torch's threads."""
+"""commands.py: loading a run sets torch's threads; the progress display's texts."""
 
 import torch
 
 from dreamercli import runs
-from dreamercli.commands import load_agent
+from dreamercli.commands import clock, load_agent, phase_text
+from dreamercli.progress import Progress
 
 
 def test_loading_a_run_uses_its_threads_setting(cartpole_run):
@@ -18,3 +19,10 @@ def test_loading_a_run_uses_its_threads_setting(cartpole_run):
     finally:
         torch.set_num_threads(before)
 
+
+def test_display_texts():
+    assert clock(None) == "-"
+    assert clock(0.4) == "0:00:00" and clock(59.6) == "0:01:00" and clock(3 * 3600 + 62) == "3:01:02"
+    p = Progress(500, 10_000, 7, None, {}, 0.0, "pretrain", 37, 200)
+    assert phase_text(p) == "pretrain 37/200"
+    assert phase_text(Progress(600, 10_000, 8, None, {}, 30.0)) == "train"

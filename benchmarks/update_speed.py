@@ -1,32 +1,93 @@
-"""Milliseconds of one agent update (world model + imagination) and of one action.
+"""Milliseconds of one agent update (world model + imagination) and of one action, and how far
+an update is from its compute floor.
 
     python benchmarks/update_speed.py                 # default preset, 1 and 2 threads
     python benchmarks/update_speed.py --threads 1 --set hidden_dim=64
 
 Fills a replay buffer with random-action transitions of the real env, then times
-`Agent.update` on sampled batches. Results print as a table and go to
-benchmarks/results/update_speed.json.
+`Agent.update` on sampled batches. The floor: the matrix-product FLOPs of one update
+(torch.profiler's counts of aten::mm, addmm, bmm and matmul over a few profiled updates,
+forward and backward) divided by the measured rate of one matrix product of the shape that
+carries most of those FLOPs, at the same thread count. "update / floor" is how many times
+slower the update runs than that: the rest is small products, elementwise ops, optimiser
+steps and Python. Results print as a table and go to benchmarks/results/update_speed.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from dreamercli.agent import Agent
 from dreamercli.buffer import random_replay
 from dreamercli.config import from_preset, with_overrides
 
 RESULTS = Path(__file__).resolve().parent / "results"
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")
+
+
+def operand_shapes(name: str, input_shapes: list) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The two multiplied operands' shapes of a matmul event (addmm's first input is the bias)."""
+    shapes = [tuple(s) for s in input_shapes if s]
+    if name == "aten::addmm":
+        shapes = shapes[1:]
+    if len(shapes) < 2 or len(shapes[0]) not in (2, 3) or len(shapes[0]) != len(shapes[1]):
+        return None
+    return shapes[0], shapes[1]
+
+
+def update_flops(update, profiled: int = 3) -> tuple[float, tuple]:
+    """Matrix-product FLOPs per update, and the operand shapes that carry most of them."""
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
+        for _ in range(profiled):
+            update()
+    total, by_shape = 0.0, Counter()
+    for event in prof.events():
+        if event.name not in MATMULS or not event.flops:
+            continue
+        parent = event.cpu_parent  # a matmul that counts its own FLOPs must not count its mm's again
+        while parent is not None and not (parent.name in MATMULS and parent.flops):
+            parent = parent.cpu_parent
+        if parent is not None:
+            continue
+        total += event.flops
+        shapes = operand_shapes(event.name, event.input_shapes)
+        if shapes is not None:
+            by_shape[shapes] += event.flops
+    return total / profiled, by_shape.most_common(1)[0][0]
+
+
+def matmul_gflops(a_shape: tuple, b_shape: tuple, repeats: int = 5, seconds: float = 0.1) -> float:
+    """GFLOP/s of torch.mm (or bmm) at the current thread count: warm-up, then the median of
+    `repeats` timings of enough products to last about `seconds` each."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(a_shape, generator=gen), torch.randn(b_shape, generator=gen)
+    op = torch.mm if len(a_shape) == 2 else torch.bmm
+    flops = 2 * math.prod(a_shape) * b_shape[-1]
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:  # warm-up, and how many products fill `seconds`
+        op(a, b)
+        n += 1
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            op(a, b)
+        timings.append(time.perf_counter() - start)
+    return flops * n / statistics.median(timings) / 1e9
 
 
 def measure(env_id: str, threads: int, overrides: dict, updates: int = 30) -> dict:
-    """Time updates and single-observation actions for one env and thread count."""
+    """Time updates and single-observation actions for one env and thread count; the floor."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = with_overrides(from_preset("default"), {"env": env_id, **overrides})
@@ -36,18 +97,28 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30) -> di
     obs = np.zeros(spec.obs_dim, np.float32)
     device = torch.device("cpu")
     wm, tr = config.world_model, config.train
-    for _ in range(3):  # warm-up
+
+    def update() -> None:
         agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
+
+    for _ in range(3):  # warm-up
+        update()
     start = time.perf_counter()
     for _ in range(updates):
-        agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
+        update()
     update_ms = (time.perf_counter() - start) / updates * 1000
     start = time.perf_counter()
     for _ in range(500):
         agent.act(obs)
     act_ms = (time.perf_counter() - start) / 500 * 1000
+    flops, (a_shape, b_shape) = update_flops(update)
+    gflops = matmul_gflops(a_shape, b_shape)
+    floor_ms = flops / (gflops * 1e9) * 1000
     return {"env": env_id, "threads": threads, "update_ms": round(update_ms, 1),
-            "act_ms": round(act_ms, 3), "overrides": overrides}
+            "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
+            "matmul_shape": f"{'x'.join(map(str, a_shape))} @ {'x'.join(map(str, b_shape))}",
+            "matmul_gflops": round(gflops, 1), "floor_ms": round(floor_ms, 2),
+            "update_over_floor": round(update_ms / floor_ms, 1), "overrides": overrides}
 
 
 def main() -> None:
@@ -55,14 +126,17 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Pendulum-v1"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--set", nargs="*", default=[], help="config overrides as field=value")
+    parser.add_argument("--out", type=Path, default=RESULTS / "update_speed.json", help="JSON file to write")
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     rows = [measure(env, t, overrides) for env in args.envs for t in args.threads]
-    print("| env | threads | ms per update | ms per action |\n|---|---|---|---|")
+    print("| env | threads | ms per update | ms per action | MFLOP per update (matmul) | typical matmul "
+          "| its GFLOP/s | floor ms | update / floor |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['env']} | {r['threads']} | {r['update_ms']} | {r['act_ms']} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "update_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"| {r['env']} | {r['threads']} | {r['update_ms']} | {r['act_ms']} | {r['update_mflop']} "
+              f"| {r['matmul_shape']} | {r['matmul_gflops']} | {r['floor_ms']} | {r['update_over_floor']} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

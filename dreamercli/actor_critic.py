@@ -70,6 +70,31 @@ class Actor(nn.Module):
         logp = logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)
         return action, logp, -logp  # single-sample entropy estimate of the squashed Gaussian
 
+    def noise(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """Pre-drawn randomness of `shape` rollout steps: one op instead of one per step."""
+        if self.discrete:
+            return torch.rand((*shape, 1), device=device)
+        return torch.randn((*shape, self.action_dim), device=device)
+
+    def rollout_action(self, z: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The action sample() would draw with this noise, without its log-prob; and the std.
+
+        A rollout step runs only what the next step needs; log-probs and entropies are
+        scored for all steps at once afterwards (log_prob, squashed_log_prob).
+        """
+        if self.discrete:
+            probs = self.probs(z)
+            index = (probs.cumsum(-1) < noise).sum(-1, keepdim=True).clamp_(max=self.action_dim - 1)
+            return torch.zeros_like(probs).scatter_(-1, index, 1.0), None
+        mean, std = self._gaussian(z)
+        return torch.tanh(torch.addcmul(mean, std, noise)), std
+
+    @staticmethod
+    def squashed_log_prob(action: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """log pi(a) of tanh(mean + std * noise), as sample() computes it: (pre - mean) / std is the noise."""
+        logp = (-0.5 * noise.pow(2) - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)
+
     def log_prob(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of one-hot actions (discrete policies) and the policy's entropy."""
         assert self.discrete, "log_prob of given actions is for discrete policies"
@@ -113,6 +138,7 @@ class ActorCritic(nn.Module):
         self.slow_critic.requires_grad_(False)
         # EMA of the 5th-95th percentile range of imagined returns (saved with the weights).
         self.register_buffer("return_range", torch.zeros(()))
+        self.register_buffer("quantiles", torch.tensor([0.05, 0.95]), persistent=False)
 
     def returns(self, reward: torch.Tensor, cont: torch.Tensor,
                 latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +148,8 @@ class ActorCritic(nn.Module):
 
     def return_scale(self, returns: torch.Tensor) -> torch.Tensor:
         """Update the percentile-range EMA and return max(1, range) to divide returns by."""
-        flat = returns.detach().flatten()
-        spread = torch.quantile(flat, 0.95) - torch.quantile(flat, 0.05)
+        low, high = torch.quantile(returns.detach().flatten(), self.quantiles)
+        spread = high - low
         rate = self.cfg.return_ema
         if self.return_range.item() == 0.0:
             self.return_range.copy_(spread)
@@ -151,6 +177,5 @@ class ActorCritic(nn.Module):
     @torch.no_grad()
     def update_slow_critic(self) -> None:
         """Move the slow critic a step toward the critic."""
-        rate = self.cfg.critic_ema
-        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters(), strict=True):
-            slow.lerp_(fast, rate)
+        torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()),
+                             self.cfg.critic_ema)

@@ -51,9 +51,12 @@ class Agent(nn.Module):
     def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for a batch of observations (n, obs): indices (n,) or vectors (n, act)."""
         o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        z, _ = self.world_model.encode(o)  # act on the posterior mean
+        z = self.world_model.encode_mean(o)  # act on the posterior mean
         actor = self.actor_critic.actor
-        action = actor.mode(z) if deterministic else actor.sample(z)[0]
+        if deterministic:
+            action = actor.mode(z)
+        else:
+            action = actor.rollout_action(z, actor.noise(z.shape[:1], z.device))[0]
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
 
@@ -82,16 +85,14 @@ class Agent(nn.Module):
         n = min(ac_cfg.imag_starts, latents.shape[0])
         starts = latents[torch.randperm(latents.shape[0], device=latents.device)[:n]]
         discrete = self.spec.discrete
-        logps, entropies = [], []
+        noise = ac.actor.noise((ac_cfg.horizon, n), latents.device)  # (H, N, 1 or act)
+        stds: list[torch.Tensor | None] = []
 
         def policy(z: torch.Tensor) -> torch.Tensor:
             # The actor sees a detached latent; continuous actions carry gradients into the
-            # next latents (dynamics backpropagation). Discrete actions are scored after the
-            # rollout, so their log-probs are not kept here.
-            action, logp, entropy = ac.actor.sample(z.detach())
-            if not discrete:
-                logps.append(logp)
-                entropies.append(entropy)
+            # next latents (dynamics backpropagation). Log-probs are scored after the rollout.
+            action, std = ac.actor.rollout_action(z.detach(), noise[len(stds)])
+            stds.append(std)
             return action
 
         wm.requires_grad_(False)  # the model is a fixed simulator for the actor
@@ -109,21 +110,22 @@ class Agent(nn.Module):
         if discrete:
             logp, entropy = ac.actor.log_prob(z, a)  # (H, N)
         else:
-            logp, entropy = torch.stack(logps), torch.stack(entropies)  # (H, N)
+            logp = ac.actor.squashed_log_prob(a, torch.stack(stds), noise)  # (H, N)
+            entropy = -logp  # single-sample entropy estimate of the squashed Gaussian
         # The chance of still being in the episode at step t weighs that step's losses.
         weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()
         scale = ac.return_scale(returns)
         baseline = values[:-1].detach()
         actor_loss = ac.actor_loss(returns, baseline, logp, entropy, weight, scale)
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        nn.utils.clip_grad_norm_(ac.actor.parameters(), GRAD_CLIP["actor"])
-        self.actor_opt.step()
-
         critic_loss = ac.critic_loss(z, returns, weight)
+        # One backward pass for both: their parameters are disjoint and the critic reads
+        # detached inputs, so each gets exactly the gradient of its own loss.
+        self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        (actor_loss + critic_loss).backward()
+        nn.utils.clip_grad_norm_(ac.actor.parameters(), GRAD_CLIP["actor"])
         nn.utils.clip_grad_norm_(ac.critic.parameters(), GRAD_CLIP["critic"])
+        self.actor_opt.step()
         self.critic_opt.step()
         ac.update_slow_critic()
         return {

@@ -53,10 +53,43 @@ class WorldModel(nn.Module):
         mean, std = gaussian(self.encoder(symlog(obs)), self.cfg.min_std)
         return normalise(mean), std
 
+    def encode_mean(self, obs: torch.Tensor) -> torch.Tensor:
+        """Posterior mean alone, for acting: encode()'s first output without its std."""
+        last, n = self.encoder[-1], self.cfg.latent_dim
+        hidden = self.encoder[:-1](symlog(obs))
+        return normalise(F.linear(hidden, last.weight[:n], last.bias[:n]))
+
     def transition(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior p(z' | z, a): mean and std; the mean is a residual step from z."""
         delta, std = gaussian(self.dynamics(torch.cat([z, action], -1)), self.cfg.min_std)
         return normalise(z + delta), std
+
+    # -- the same transition, split for sequential loops ----------------------------------
+    # A rollout is overhead-bound: each step's cost is its count of small ops, not their size.
+    # So the loops below compute only the mean path (the step that feeds the next one); the
+    # action's share of the first layer and the prior std are computed in one batched op each,
+    # before and after the loop. The maths is exactly `transition`'s.
+
+    def action_input(self, action: torch.Tensor) -> torch.Tensor:
+        """W_a a + b: the action's share of the transition's first layer, bias included."""
+        first = self.dynamics[0]
+        return F.linear(action, first.weight[:, self.cfg.latent_dim:], first.bias)
+
+    def transition_hidden(self, z: torch.Tensor, a_in: torch.Tensor) -> torch.Tensor:
+        """The transition's last hidden layer for latents z (N, latent) and action_input a_in (N, hidden)."""
+        net = self.dynamics
+        h = torch.addmm(a_in, z, net[0].weight[:, : self.cfg.latent_dim].t())
+        return net[5](net[4](net[3](net[2](net[1](h)))))
+
+    def transition_mean(self, z: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Prior mean from transition_hidden: the residual step, layer-normalised."""
+        last, n = self.dynamics[6], self.cfg.latent_dim
+        return normalise(z + F.linear(hidden, last.weight[:n], last.bias[:n]))
+
+    def transition_std(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Prior std from transition_hidden (any leading shape)."""
+        last, n = self.dynamics[6], self.cfg.latent_dim
+        return F.softplus(F.linear(hidden, last.weight[n:], last.bias[n:])) + self.cfg.min_std
 
     def reward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Predicted reward of taking action in z, in the env's own units."""
@@ -80,10 +113,13 @@ class WorldModel(nn.Module):
         """Roll the prior forward from z0 (N, latent) with actions from policy(z)."""
         latents, actions = [z0], []
         z = z0
-        for _ in range(horizon):
+        noise = torch.randn((horizon, *z0.shape), device=z0.device) if sample else None  # one op, not H
+        for t in range(horizon):
             a = policy(z)
-            mean, std = self.transition(z, a)
-            z = normalise(mean + std * torch.randn_like(std)) if sample else mean
+            hidden = self.transition_hidden(z, self.action_input(a))
+            z = self.transition_mean(z, hidden)
+            if noise is not None:
+                z = normalise(z + self.transition_std(hidden) * noise[t])
             latents.append(z)
             actions.append(a)
         return Imagined(torch.stack(latents), torch.stack(actions))
@@ -112,13 +148,16 @@ class WorldModel(nn.Module):
 
         # Open-loop prior means from z_0, driven by the real actions: exactly what imagination
         # does, so the model is trained for the rollouts the actor will learn from.
+        a_in = self.action_input(actions.transpose(0, 1))  # (L, B, hidden), one op for all steps
         z = q_mean[:, 0]
-        p_means, p_stds = [], []
+        p_means, hiddens = [], []
         for t in range(L):
-            z, std = self.transition(z, actions[:, t])
+            hidden = self.transition_hidden(z, a_in[t])
+            z = self.transition_mean(z, hidden)
             p_means.append(z)
-            p_stds.append(std)
-        p_mean, p_std = torch.stack(p_means, 1), torch.stack(p_stds, 1)  # (B, L, latent)
+            hiddens.append(hidden)
+        p_mean = torch.stack(p_means, 1)  # (B, L, latent)
+        p_std = self.transition_std(torch.stack(hiddens, 1))  # (B, L, latent)
         target = q_mean[:, 1:]
 
         # Valid steps of a sequence stop at its episode's end; normalise by their count.

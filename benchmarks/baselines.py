@@ -1,0 +1,198 @@
+"""The model-free side of the race: stable-baselines3 with rl-baselines3-zoo's tuned settings.
+
+Hyperparameter values are transcribed from DLR-RM/rl-baselines3-zoo at commit
+22e3ff2450fd92033f7f032915e1f64894a09584 (the four files below were last changed in
+eec15dc22e1ec7167064aae0c1218eefccaf0ff4; the values are the same at both):
+
+    ppo  CartPole-v1   hyperparams/ppo.yml
+    dqn  CartPole-v1   hyperparams/dqn.yml
+    sac  Pendulum-v1   hyperparams/sac.yml
+    td3  Pendulum-v1   hyperparams/td3.yml
+
+The zoo turns "lin_X" into a schedule X * progress_remaining (X down to 0 over
+n_timesteps), writes policy_kwargs as a "dict(...)" string and builds NormalActionNoise
+from noise_type/noise_std; `build` does the same with code of its own. Only the worker
+process imports this module (it needs torch and SB3; the race's parent process does not).
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+ZOO_COMMIT = "22e3ff2450fd92033f7f032915e1f64894a09584"
+HYPERPARAMS: dict[tuple[str, str], dict[str, Any]] = {
+    ("ppo", "CartPole-v1"): {
+        "n_envs": 8, "n_timesteps": 100_000, "policy": "MlpPolicy", "n_steps": 32, "batch_size": 256,
+        "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20, "ent_coef": 0.0,
+        "learning_rate": "lin_0.001", "clip_range": "lin_0.2",
+    },
+    ("dqn", "CartPole-v1"): {
+        "n_timesteps": 50_000, "policy": "MlpPolicy", "learning_rate": 2.3e-3, "batch_size": 64,
+        "buffer_size": 100_000, "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10,
+        "train_freq": 256, "gradient_steps": 128, "exploration_fraction": 0.16,
+        "exploration_final_eps": 0.04, "policy_kwargs": "dict(net_arch=[256, 256])",
+    },
+    ("sac", "Pendulum-v1"): {"n_timesteps": 20_000, "policy": "MlpPolicy", "learning_rate": 1e-3},
+    ("td3", "Pendulum-v1"): {
+        "n_timesteps": 20_000, "policy": "MlpPolicy", "gamma": 0.98, "buffer_size": 200_000,
+        "learning_starts": 10_000, "noise_type": "normal", "noise_std": 0.1, "gradient_steps": 1,
+        "train_freq": 1, "learning_rate": 1e-3, "policy_kwargs": "dict(net_arch=[400, 300])",
+    },
+}
+SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+OFF_POLICY = ("dqn", "sac", "td3")
+SMOKE_LEARNING_STARTS = 100  # so a smoke run of a few hundred steps trains at all
+
+
+def linear(initial: float) -> Callable[[float], float]:
+    """SB3 schedule falling linearly from initial (progress_remaining 1) to 0 (progress_remaining 0)."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    """Turn the zoo's "dict(a=..., b=...)" string into a dict, accepting literal values only."""
+    node = ast.parse(text.strip(), mode="eval").body
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
+            and not node.args and all(k.arg for k in node.keywords)):
+        raise ValueError(f"expected dict(key=literal, ...), got {text!r}")
+    # literal_eval instead of eval: a hyperparameter file should not run code here.
+    return {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+
+
+def prepare(method: str, env_id: str, smoke: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(setup, kwargs): run settings (n_envs, n_timesteps, normalize, noise) and the algorithm's kwargs."""
+    hp = dict(HYPERPARAMS[(method, env_id)])
+    setup = {"n_envs": hp.pop("n_envs", 1), "n_timesteps": int(hp.pop("n_timesteps")),
+             "normalize": hp.pop("normalize", False), "noise_type": hp.pop("noise_type", None),
+             "noise_std": hp.pop("noise_std", None)}
+    for key in SCHEDULED:
+        if isinstance(hp.get(key), str):
+            kind, value = hp[key].split("_")
+            if kind != "lin":
+                raise ValueError(f"unknown schedule {hp[key]!r} for {key}")
+            hp[key] = linear(float(value))
+    if isinstance(hp.get("policy_kwargs"), str):
+        hp["policy_kwargs"] = parse_kwargs(hp["policy_kwargs"])
+    if smoke and method in OFF_POLICY:
+        hp["learning_starts"] = min(hp.get("learning_starts", SMOKE_LEARNING_STARTS), SMOKE_LEARNING_STARTS)
+    return setup, hp
+
+
+def describe(method: str, env_id: str, smoke: bool) -> dict[str, Any]:
+    """The settings as JSON-able values, for the race's record."""
+    setup, hp = prepare(method, env_id, smoke)
+    raw = HYPERPARAMS[(method, env_id)]
+    return {**setup, **{k: raw[k] if callable(v) else v for k, v in hp.items()}, "zoo_commit": ZOO_COMMIT}
+
+
+def build(method: str, env_id: str, seed: int, smoke: bool = False):
+    """The SB3 model on its (vectorised, maybe normalised) training envs, and n_timesteps."""
+    from stable_baselines3 import DQN, PPO, SAC, TD3
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.noise import NormalActionNoise
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    setup, hp = prepare(method, env_id, smoke)
+    venv = make_vec_env(env_id, n_envs=setup["n_envs"], seed=seed)  # DummyVecEnv of Monitor-wrapped envs
+    if setup["normalize"]:
+        norm = setup["normalize"]
+        venv = VecNormalize(venv, **(parse_kwargs(norm) if isinstance(norm, str) else {}))
+    if setup["noise_type"] is not None:
+        if setup["noise_type"].strip() != "normal":
+            raise ValueError(f"noise type {setup['noise_type']!r} is not supported here")
+        n = venv.action_space.shape[0]
+        hp["action_noise"] = NormalActionNoise(np.zeros(n), setup["noise_std"] * np.ones(n))
+    algo = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[method]
+    policy = hp.pop("policy")
+    return algo(policy, venv, seed=seed, device="cpu", verbose=0, **hp), setup["n_timesteps"]
+
+
+def evaluate(model, envs: list[gym.Env], seed: int) -> tuple[float, float]:
+    """Mean and std of deterministic returns, one episode per env; env i resets with seed + i, as dreamer's do."""
+    norm = model.get_vec_normalize_env()
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    returns = [0.0] * len(envs)
+    live = list(range(len(envs)))
+    while live:
+        # The episodes in lockstep, one predict for all (as dreamer's evaluation batches them):
+        # a single-observation predict costs about as much as a batch, and results are the same.
+        batch = np.stack([obs[i] for i in live])
+        # normalize_obs reads the running stats without updating them: frozen for evaluation.
+        actions, _ = model.predict(norm.normalize_obs(batch) if norm else batch, deterministic=True)
+        still = []
+        for i, action in zip(live, actions, strict=True):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += float(reward)
+            if not (terminated or truncated):
+                still.append(i)
+        live = still
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed: int):
+    """A BaseCallback that evaluates at each multiple of `every` and at `budget`, then stops learn."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class RaceCallback(BaseCallback):
+        """Evaluate on separate envs, keep evaluation time out of training seconds, stop at budget."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.envs = [gym.make(env_id) for _ in range(episodes)]  # separate from the training envs
+            self.curve: list[dict[str, float]] = []
+            self.next_eval, self.eval_total, self.start = every, 0.0, time.perf_counter()
+
+        def begin(self) -> None:
+            """Start the training clock (called right before learn)."""
+            self.start, self.eval_total = time.perf_counter(), 0.0
+
+        def evaluate_now(self) -> None:
+            """Append one curve point at the current step."""
+            train_seconds = time.perf_counter() - self.start - self.eval_total
+            began = time.perf_counter()
+            mean, std = evaluate(self.model, self.envs, eval_seed)
+            seconds = time.perf_counter() - began
+            self.eval_total += seconds
+            self.curve.append({"step": int(self.num_timesteps), "train_seconds": train_seconds,
+                               "return_mean": mean, "return_std": std, "eval_seconds": seconds})
+
+        def _on_step(self) -> bool:
+            # With n_envs > 1 the counter jumps by n_envs: evaluate at the first crossing.
+            if self.num_timesteps >= self.next_eval or self.num_timesteps >= budget:
+                self.evaluate_now()
+                self.next_eval = (self.num_timesteps // every + 1) * every
+            return self.num_timesteps < budget
+
+    return RaceCallback()
+
+
+def run_sb3(method: str, env_id: str, seed: int, budget: int, every: int, episodes: int,
+            smoke: bool = False) -> dict[str, Any]:
+    """Train one SB3 baseline to the budget; return its curve, training and wall seconds."""
+    import torch
+
+    from dreamercli.training import EVAL_SEED_OFFSET
+
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    model, n_timesteps = build(method, env_id, seed, smoke)
+    callback = make_callback(env_id, budget, every, episodes, seed + EVAL_SEED_OFFSET)
+    # The zoo's n_timesteps, so schedules decay as tuned; the callback stops at the budget.
+    # A budget beyond n_timesteps stretches the schedules rather than stopping short of it.
+    total = max(n_timesteps, budget)
+    callback.begin()
+    model.learn(total_timesteps=total, callback=callback)
+    if not callback.curve or callback.curve[-1]["step"] != model.num_timesteps:
+        callback.num_timesteps = model.num_timesteps  # learn ended without a final callback step
+        callback.evaluate_now()
+    for env in callback.envs:
+        env.close()
+    model.get_env().close()
+    return {"curve": callback.curve, "wall_seconds": time.perf_counter() - began,
+            "hyperparams": {**describe(method, env_id, smoke), "total_timesteps": total}}

@@ -12,6 +12,7 @@ from .actor_critic import ActorCritic
 from .buffer import SequenceBatch
 from .config import Config
 from .envs import EnvSpec
+from .optim import FlatAdam
 from .world_model import WorldModel
 
 GRAD_CLIP = {"world_model": 100.0, "actor": 100.0, "critic": 100.0}
@@ -34,14 +35,14 @@ class Agent(nn.Module):
         self.config, self.spec = config, spec
         wm, ac = config.world_model, config.actor_critic
         self.world_model = WorldModel(wm, spec.obs_dim, spec.action_dim)
-        self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete)
+        self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
+                                        wm.hidden_layers)
         self.device = torch.device(device)
         self.to(self.device)
-        # fused Adam: one kernel per step instead of a dozen small ones per tensor.
-        adam = {"eps": 1e-6, "fused": True}
-        self.wm_opt = torch.optim.Adam(self.world_model.parameters(), lr=wm.wm_lr, **adam)
-        self.actor_opt = torch.optim.Adam(self.actor_critic.actor.parameters(), lr=ac.actor_lr, **adam)
-        self.critic_opt = torch.optim.Adam(self.actor_critic.critic.parameters(), lr=ac.critic_lr, **adam)
+        # After .to(device): the optimisers pack each network's parameters into flat tensors.
+        self.wm_opt = FlatAdam(self.world_model, wm.wm_lr, GRAD_CLIP["world_model"])
+        self.actor_opt = FlatAdam(self.actor_critic.actor, ac.actor_lr, GRAD_CLIP["actor"])
+        self.critic_opt = FlatAdam(self.actor_critic.critic, ac.critic_lr, GRAD_CLIP["critic"])
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """The agent-side action for one observation: an index, or a vector in [-1, 1]."""
@@ -66,9 +67,8 @@ class Agent(nn.Module):
         # -- world model on replayed sequences ------------------------------------------------
         losses, wm_metrics, post = self.world_model.loss(*batch)
         total = sum(losses.values())
-        self.wm_opt.zero_grad(set_to_none=True)
+        self.wm_opt.zero_grad()
         total.backward()
-        nn.utils.clip_grad_norm_(self.world_model.parameters(), GRAD_CLIP["world_model"])
         self.wm_opt.step()
         metrics.update({f"wm/{k}": v.item() for k, v in losses.items()})
         metrics["wm/loss"] = total.item()
@@ -120,11 +120,9 @@ class Agent(nn.Module):
         critic_loss = ac.critic_loss(z, returns, weight)
         # One backward pass for both: their parameters are disjoint and the critic reads
         # detached inputs, so each gets exactly the gradient of its own loss.
-        self.actor_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
+        self.actor_opt.zero_grad()
+        self.critic_opt.zero_grad()
         (actor_loss + critic_loss).backward()
-        nn.utils.clip_grad_norm_(ac.actor.parameters(), GRAD_CLIP["actor"])
-        nn.utils.clip_grad_norm_(ac.critic.parameters(), GRAD_CLIP["critic"])
         self.actor_opt.step()
         self.critic_opt.step()
         ac.update_slow_critic()

@@ -35,12 +35,12 @@ def lambda_return(
 class Actor(nn.Module):
     """pi(a | z): categorical (with 1% uniform mix) or tanh-squashed Gaussian."""
 
-    def __init__(self, latent_dim: int, hidden_dim: int, action_dim: int, discrete: bool):
+    def __init__(self, latent_dim: int, hidden_dim: int, action_dim: int, discrete: bool, layers: int = 2):
         super().__init__()
         self.discrete = discrete
         self.action_dim = action_dim
         out = action_dim if discrete else 2 * action_dim
-        self.net = mlp(latent_dim, hidden_dim, out)
+        self.net = mlp(latent_dim, hidden_dim, out, layers)
 
     def probs(self, z: torch.Tensor) -> torch.Tensor:
         """Probabilities of the discrete policy, uniform mix included."""
@@ -111,9 +111,9 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """V(z), regressed in symlog space so that one setting fits any scale of returns."""
 
-    def __init__(self, latent_dim: int, hidden_dim: int):
+    def __init__(self, latent_dim: int, hidden_dim: int, layers: int = 2):
         super().__init__()
-        self.net = zero_output(mlp(latent_dim, hidden_dim, 1))
+        self.net = zero_output(mlp(latent_dim, hidden_dim, 1, layers))
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
         """Expected return from z, in the env's units."""
@@ -128,12 +128,12 @@ class ActorCritic(nn.Module):
     """The behaviour learner: actor, critic, its slow copy and the return scale."""
 
     def __init__(self, cfg: ActorCriticConfig, latent_dim: int, hidden_dim: int,
-                 action_dim: int, discrete: bool):
+                 action_dim: int, discrete: bool, layers: int = 2):
         super().__init__()
         self.cfg = cfg
-        self.actor = Actor(latent_dim, hidden_dim, action_dim, discrete)
-        self.critic = Critic(latent_dim, hidden_dim)
-        self.slow_critic = Critic(latent_dim, hidden_dim)
+        self.actor = Actor(latent_dim, hidden_dim, action_dim, discrete, layers)
+        self.critic = Critic(latent_dim, hidden_dim, layers)
+        self.slow_critic = Critic(latent_dim, hidden_dim, layers)
         self.slow_critic.load_state_dict(self.critic.state_dict())
         self.slow_critic.requires_grad_(False)
         # EMA of the 5th-95th percentile range of imagined returns (saved with the weights).

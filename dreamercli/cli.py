@@ -66,6 +66,8 @@ def train(
         help="Return that counts as solved [default: the env's reward_threshold].")] = None,
     latent_dim: Annotated[int | None, typer.Option(help="Size of the latent z.", rich_help_panel=HP)] = None,
     hidden_dim: Annotated[int | None, typer.Option(help="Width of hidden layers.", rich_help_panel=HP)] = None,
+    hidden_layers: Annotated[int | None, typer.Option(
+        help="Hidden layers of every network.", rich_help_panel=HP)] = None,
     seq_len: Annotated[int | None, typer.Option(
         help="Replayed sequence length (open-loop training).", rich_help_panel=HP)] = None,
     horizon: Annotated[int | None, typer.Option(help="Imagination horizon H.", rich_help_panel=HP)] = None,

@@ -21,6 +21,7 @@ class WorldModelConfig:
 
     latent_dim: int = 64  # size of the Gaussian latent z
     hidden_dim: int = 128  # width of every hidden layer (world model and actor-critic)
+    hidden_layers: int = 2  # hidden layers of every network (world model and actor-critic)
     wm_lr: float = 1e-3  # Adam learning rate of encoder, transition, heads and decoder
     seq_len: int = 16  # length of replayed sequences; the model is trained open-loop over it
     consistency: float = 20.0  # weight of the open-loop latent consistency loss (per dim)
@@ -190,7 +191,8 @@ def validate(config: Config) -> Config:
                 raise ConfigError(f"{f.name} must be an integer, got {value!r}")
     wm, ac, tr = config.world_model, config.actor_critic, config.train
     positive = {
-        "latent_dim": wm.latent_dim, "hidden_dim": wm.hidden_dim, "wm_lr": wm.wm_lr,
+        "latent_dim": wm.latent_dim, "hidden_dim": wm.hidden_dim, "hidden_layers": wm.hidden_layers,
+        "wm_lr": wm.wm_lr,
         "min_std": wm.min_std, "horizon": ac.horizon, "imag_starts": ac.imag_starts,
         "actor_lr": ac.actor_lr, "critic_lr": ac.critic_lr, "steps": tr.steps,
         "batch_size": tr.batch_size, "buffer_size": tr.buffer_size,

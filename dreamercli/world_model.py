@@ -37,14 +37,14 @@ class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig, obs_dim: int, action_dim: int):
         super().__init__()
         self.cfg = cfg
-        latent, hidden = cfg.latent_dim, cfg.hidden_dim
-        self.encoder = mlp(obs_dim, hidden, 2 * latent)
-        self.dynamics = mlp(latent + action_dim, hidden, 2 * latent)
+        latent, hidden, layers = cfg.latent_dim, cfg.hidden_dim, cfg.hidden_layers
+        self.encoder = mlp(obs_dim, hidden, 2 * latent, layers)
+        self.dynamics = mlp(latent + action_dim, hidden, 2 * latent, layers)
         # The reward belongs to the step (z_t, a_t), as in Gymnasium; whether the episode
         # goes on is a property of the state reached, which is far easier to learn.
-        self.reward_head = zero_output(mlp(latent + action_dim, hidden, 1))
-        self.cont_head = mlp(latent, hidden, 1)
-        self.decoder = mlp(latent, hidden, obs_dim)
+        self.reward_head = zero_output(mlp(latent + action_dim, hidden, 1, layers))
+        self.cont_head = mlp(latent, hidden, 1, layers)
+        self.decoder = mlp(latent, hidden, obs_dim, layers)
 
     # -- the maths -------------------------------------------------------------------------
 
@@ -79,16 +79,16 @@ class WorldModel(nn.Module):
         """The transition's last hidden layer for latents z (N, latent) and action_input a_in (N, hidden)."""
         net = self.dynamics
         h = torch.addmm(a_in, z, net[0].weight[:, : self.cfg.latent_dim].t())
-        return net[5](net[4](net[3](net[2](net[1](h)))))
+        return net[1:-1](h)  # the first layer's norm and activation, then the other hidden layers
 
     def transition_mean(self, z: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """Prior mean from transition_hidden: the residual step, layer-normalised."""
-        last, n = self.dynamics[6], self.cfg.latent_dim
+        last, n = self.dynamics[-1], self.cfg.latent_dim
         return normalise(z + F.linear(hidden, last.weight[:n], last.bias[:n]))
 
     def transition_std(self, hidden: torch.Tensor) -> torch.Tensor:
         """Prior std from transition_hidden (any leading shape)."""
-        last, n = self.dynamics[6], self.cfg.latent_dim
+        last, n = self.dynamics[-1], self.cfg.latent_dim
         return F.softplus(F.linear(hidden, last.weight[n:], last.bias[n:])) + self.cfg.min_std
 
     def reward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,10 @@ def train(config: Config, run_dir: Path | None = None,
         began = time.perf_counter()
         stats = evaluate_policy(agent, config.env, tr.eval_episodes,
                                 seed=tr.seed + EVAL_SEED_OFFSET).stats()
-        stats["seconds"] = time.perf_counter() - began  # so benchmarks can subtract evaluation time
+        if run_dir is not None:  # a checkpoint, so an interrupted run can still be used
+            runs.save_weights(run_dir, agent.weights())
+        # Evaluation and checkpoint time, so benchmarks can count training seconds alone.
+        stats["seconds"] = time.perf_counter() - began
         costs.add("eval", stats["seconds"])
         last_eval = stats["return_mean"]
         best = last_eval if best is None else max(best, last_eval)
@@ -177,8 +180,6 @@ def train(config: Config, run_dir: Path | None = None,
             rows.append(row)
         if (tr.eval_every and step % tr.eval_every == 0) or step == tr.steps:
             evaluate_now(step)
-            if run_dir is not None:  # a checkpoint, so an interrupted run can still be used
-                runs.save_weights(run_dir, agent.weights())
         if run_dir is not None and (step % tr.log_every == 0 or step == tr.steps):
             runs.write_metrics(run_dir, rows)
         costs.end_step(step, time.perf_counter())

@@ -14,3 +14,17 @@ def test_design_document_quick_start(tmp_path):
     assert np.array_equal(agent.act(obs), again.act(obs))
     report = again.evaluate(num_episodes=2, render=True)
     assert len(report["returns"]) == 2 and len(report["frames"]) == 201
+
+
+def test_loading_a_model_uses_its_thread_setting(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        agent = DreamerLite(env_name="CartPole-v1", preset="tiny", threads=1)
+        agent.save_models(tmp_path / "model")
+        torch.set_num_threads(2)
+        DreamerLite(env_name="CartPole-v1").load_models(tmp_path / "model")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

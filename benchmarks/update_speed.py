@@ -66,6 +66,40 @@ def update_flops(update, profiled: int = 3) -> tuple[float, tuple]:
     return total / profiled, by_shape.most_common(1)[0][0]
 
 
+# Where an update's time goes: aten ops grouped by kind (self CPU time under the profiler,
+# which inflates small ops; read the shares, not the absolute milliseconds).
+KINDS = {
+    "matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "layer norm": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
+    "optimiser": ("aten::_fused_adam_", "aten::_foreach_norm", "aten::linalg_vector_norm", "aten::_foreach_mul_",
+                  "aten::_foreach_lerp_"),
+    "memory and views": ("aten::empty", "aten::empty_strided", "aten::copy_", "aten::as_strided", "aten::view",
+                         "aten::t", "aten::transpose", "aten::slice", "aten::select", "aten::expand",
+                         "aten::_to_copy", "aten::to", "aten::cat", "aten::stack", "aten::resolve_conj",
+                         "aten::zeros_like", "aten::fill_", "aten::zero_", "aten::unsqueeze", "aten::squeeze",
+                         "aten::reshape", "aten::narrow", "aten::detach", "aten::resize_", "aten::clone",
+                         "aten::contiguous", "aten::empty_like", "aten::split", "aten::chunk", "aten::unbind"),
+}
+
+
+def time_by_kind(update, profiled: int = 5) -> dict[str, float]:
+    """Profiled self-CPU milliseconds per update by kind of op, and the count of aten ops."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(profiled):
+            update()
+    kind_of = {name: kind for kind, names in KINDS.items() for name in names}
+    split = dict.fromkeys([*KINDS, "other aten ops (elementwise, reductions)", "autograd engine and Python"], 0.0)
+    ops = 0
+    for event in prof.key_averages():
+        ms = event.self_cpu_time_total / 1000 / profiled
+        if event.key.startswith("aten::"):
+            ops += event.count
+            split[kind_of.get(event.key, "other aten ops (elementwise, reductions)")] += ms
+        else:
+            split["autograd engine and Python"] += ms
+    return {**{k: round(v, 2) for k, v in split.items()}, "aten ops": ops // profiled}
+
+
 def matmul_gflops(a_shape: tuple, b_shape: tuple, repeats: int = 5, seconds: float = 0.1) -> float:
     """GFLOP/s of torch.mm (or bmm) at the current thread count: warm-up, then the median of
     `repeats` timings of enough products to last about `seconds` each."""
@@ -114,7 +148,8 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30) -> di
     flops, (a_shape, b_shape) = update_flops(update)
     gflops = matmul_gflops(a_shape, b_shape)
     floor_ms = flops / (gflops * 1e9) * 1000
-    return {"env": env_id, "threads": threads, "update_ms": round(update_ms, 1),
+    breakdown = time_by_kind(update)
+    return {"breakdown_ms": breakdown, "env": env_id, "threads": threads, "update_ms": round(update_ms, 1),
             "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
             "matmul_shape": f"{'x'.join(map(str, a_shape))} @ {'x'.join(map(str, b_shape))}",
             "matmul_gflops": round(gflops, 1), "floor_ms": round(floor_ms, 2),
@@ -135,6 +170,10 @@ def main() -> None:
     for r in rows:
         print(f"| {r['env']} | {r['threads']} | {r['update_ms']} | {r['act_ms']} | {r['update_mflop']} "
               f"| {r['matmul_shape']} | {r['matmul_gflops']} | {r['floor_ms']} | {r['update_over_floor']} |")
+    print("\nwhere the time goes (profiled self-CPU ms per update; the profiler inflates small ops)")
+    for r in rows:
+        parts = ", ".join(f"{k} {v}" for k, v in r["breakdown_ms"].items())
+        print(f"- {r['env']}, {r['threads']} thread(s): {parts}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
 

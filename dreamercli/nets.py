@@ -21,6 +21,14 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2) -> nn.Seque
     return nn.Sequential(*blocks)
 
 
+def run_layers(net: nn.Sequential, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Apply net's layers start..stop-1 to x; slicing the Sequential instead builds a new one
+    per call (about 40 us, a rollout step's worth of small ops)."""
+    for layer in list(net)[start:stop]:
+        x = layer(x)
+    return x
+
+
 def zero_output(net: nn.Sequential) -> nn.Sequential:
     """Zero the last layer so that a head starts by predicting its neutral value."""
     last = net[-1]

@@ -56,19 +56,19 @@ class Actor(nn.Module):
         if self.discrete:
             probs = self.probs(z)
             logp = probs.log()
-            # Inverse-CDF sampling: one uniform per row, far cheaper than multinomial on CPU.
             with torch.no_grad():
-                u = torch.rand((*probs.shape[:-1], 1), device=z.device)
-                index = (probs.cumsum(-1) < u).sum(-1, keepdim=True).clamp_(max=self.action_dim - 1)
-                action = torch.zeros_like(probs).scatter_(-1, index, 1.0)
+                action = self._one_hot_sample(probs, self.noise(probs.shape[:-1], z.device))
             entropy = -(probs * logp).sum(-1)
-            return action, logp.gather(-1, index).squeeze(-1), entropy
-        mean, std = self._gaussian(z)
-        pre = mean + std * torch.randn_like(std)
-        action = torch.tanh(pre)
-        logp = (-0.5 * ((pre - mean) / std).pow(2) - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
-        logp = logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)
+            return action, (logp * action).sum(-1), entropy
+        noise = self.noise(z.shape[:-1], z.device)
+        action, std = self.rollout_action(z, noise)
+        logp = self.squashed_log_prob(action, std, noise)
         return action, logp, -logp  # single-sample entropy estimate of the squashed Gaussian
+
+    def _one_hot_sample(self, probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF sampling, one uniform (..., 1) per row: far cheaper than multinomial on CPU."""
+        index = (probs.cumsum(-1) < uniform).sum(-1, keepdim=True).clamp_(max=self.action_dim - 1)
+        return torch.zeros_like(probs).scatter_(-1, index, 1.0)
 
     def noise(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """Pre-drawn randomness of `shape` rollout steps: one op instead of one per step."""
@@ -83,15 +83,14 @@ class Actor(nn.Module):
         scored for all steps at once afterwards (log_prob, squashed_log_prob).
         """
         if self.discrete:
-            probs = self.probs(z)
-            index = (probs.cumsum(-1) < noise).sum(-1, keepdim=True).clamp_(max=self.action_dim - 1)
-            return torch.zeros_like(probs).scatter_(-1, index, 1.0), None
+            return self._one_hot_sample(self.probs(z), noise), None
         mean, std = self._gaussian(z)
         return torch.tanh(torch.addcmul(mean, std, noise)), std
 
     @staticmethod
     def squashed_log_prob(action: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """log pi(a) of tanh(mean + std * noise), as sample() computes it: (pre - mean) / std is the noise."""
+        """log pi(a) of a = tanh(mean + std * noise): the Gaussian log-density of the pre-tanh
+        value, whose standardised form is the noise itself, less log|d tanh|."""
         logp = (-0.5 * noise.pow(2) - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
         return logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)
 

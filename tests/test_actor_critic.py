@@ -94,3 +94,17 @@ def test_discrete_log_prob_agrees_with_sample():
     assert torch.allclose(scored_logp, logp) and torch.allclose(scored_entropy, entropy)
     scored_logp.sum().backward()
     assert actor.net[0].weight.grad is not None
+
+
+def test_squashed_log_prob_is_the_tanh_gaussian_density():
+    torch.manual_seed(0)
+    actor = Actor(8, 16, 2, discrete=False)
+    z = torch.randn(6, 8)
+    mean, std = actor._gaussian(z)
+    noise = actor.noise((6,), z.device)
+    action, rollout_std = actor.rollout_action(z, noise)
+    pre = mean + std * noise
+    reference = torch.distributions.Normal(mean, std).log_prob(pre).sum(-1)
+    reference = reference - torch.log(1 - torch.tanh(pre).pow(2) + 1e-6).sum(-1)
+    assert torch.allclose(action, torch.tanh(pre)) and torch.equal(rollout_std, std)
+    assert torch.allclose(actor.squashed_log_prob(action, rollout_std, noise), reference, atol=1e-5)

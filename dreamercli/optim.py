@@ -46,7 +46,3 @@ class FlatAdam:
         norm = nn.utils.clip_grad_norm_([self.param], self.clip)
         self.adam.step()
         return norm
-
-    def state_dict(self) -> dict:
-        """Adam's state (moments and step count) of the flat parameter."""
-        return self.adam.state_dict()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+# Here rather than in envs.py, which imports it, so that config stays free of gymnasium.
+DEFAULT_MAX_EPISODE_STEPS = 1000
 
 
 class ConfigError(ValueError):
@@ -60,6 +63,8 @@ class TrainConfig:
     eval_episodes: int = 10  # deterministic episodes per evaluation
     log_every: int = 250  # env steps between training-metric rows
     threshold: float | None = None  # return that counts as solved; None: the env's own
+    # step limit of an env that registers none (a module:Class env whose episodes never end would hang evaluation)
+    max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS
     device: str = "auto"  # auto, cpu or cuda
     threads: int = 1  # torch CPU threads; small nets run fastest on one
 
@@ -76,6 +81,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+ALGOS = ("dreamer",)
 IMAG_NOISE = ("auto", "mean", "sample")
 SECTIONS = ("world_model", "actor_critic", "train")
 TOP_LEVEL = ("env", "algo", "preset")
@@ -136,6 +142,8 @@ def _coerce(old: Any, value: Any) -> Any:
 
 def from_preset(name: str) -> Config:
     """The default config with a preset's overlay applied."""
+    if not isinstance(name, str):
+        raise ConfigError(f"preset must be a string, got {_shown(name)}")
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
     return with_overrides(Config(preset=name), PRESETS[name])
@@ -169,6 +177,10 @@ def load_json(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a JSON file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
@@ -176,19 +188,41 @@ def load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _shown(value: Any) -> str:
+    """A value as the user wrote it: JSON's true, false and null; Python's repr otherwise."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """Raise ConfigError unless value fits the field's annotation: str, int, float or float | None."""
+    kind, _, optional = annotation.partition(" | ")
+    if value is None and optional == "None":
+        return
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {_shown(value)}")
+        return
+    if kind not in ("int", "float"):
+        return  # a field of another type brings its own check to validate()
+    # bool is an int to Python, but `"steps": true` in a JSON file is a slip, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+    if kind == "int" and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+
+
 def validate(config: Config) -> Config:
     """Check types and ranges; raise ConfigError naming the first bad field."""
+    # With `from __future__ import annotations` each field's type is its annotation's text.
+    for f in fields(config):
+        if f.name in TOP_LEVEL:
+            _check_type(f.name, f.type, getattr(config, f.name))
     for section in SECTIONS:
         part = getattr(config, section)
         for f in fields(part):
-            value = getattr(part, f.name)
-            default = getattr(type(part)(), f.name)
-            if isinstance(default, bool) or value is None:
-                continue
-            if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-                raise ConfigError(f"{f.name} must be a number, got {value!r}")
-            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
-                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            _check_type(f.name, f.type, getattr(part, f.name))
     wm, ac, tr = config.world_model, config.actor_critic, config.train
     positive = {
         "latent_dim": wm.latent_dim, "hidden_dim": wm.hidden_dim, "hidden_layers": wm.hidden_layers,
@@ -197,7 +231,7 @@ def validate(config: Config) -> Config:
         "actor_lr": ac.actor_lr, "critic_lr": ac.critic_lr, "steps": tr.steps,
         "batch_size": tr.batch_size, "buffer_size": tr.buffer_size,
         "train_ratio": tr.train_ratio, "eval_episodes": tr.eval_episodes,
-        "log_every": tr.log_every, "threads": tr.threads,
+        "log_every": tr.log_every, "max_episode_steps": tr.max_episode_steps, "threads": tr.threads,
     }
     for name, value in positive.items():
         if value <= 0:
@@ -208,7 +242,7 @@ def validate(config: Config) -> Config:
                         "critic_ema": ac.critic_ema, "return_ema": ac.return_ema}.items():
         if not 0 < value <= 1:
             raise ConfigError(f"{name} must be in (0, 1], got {value}")
-    for name, value in {"prefill": tr.prefill, "pretrain": tr.pretrain, "eval_every": tr.eval_every,
+    for name, value in {"seed": tr.seed, "prefill": tr.prefill, "pretrain": tr.pretrain, "eval_every": tr.eval_every,
                         "entropy": ac.entropy, "consistency": wm.consistency,
                         "kl_rep": wm.kl_rep}.items():
         if value < 0:
@@ -217,6 +251,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"imag_noise must be one of {', '.join(IMAG_NOISE)}, got '{ac.imag_noise}'")
     if tr.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, got '{tr.device}'")
+    if config.algo not in ALGOS:
+        raise ConfigError(f"unknown algo '{config.algo}' (choose from {', '.join(ALGOS)})")
     if config.preset not in PRESETS:
         raise ConfigError(f"unknown preset '{config.preset}' (choose from {', '.join(PRESETS)})")
     return config

@@ -1,9 +1,11 @@
 """commands.py: loading a run sets torch's threads; the progress display's texts."""
 
+import pytest
 import torch
 
 from dreamercli import runs
-from dreamercli.commands import clock, load_agent, phase_text
+from dreamercli.commands import build_config, clock, load_agent, phase_text
+from dreamercli.config import ConfigError
 from dreamercli.progress import Progress
 
 
@@ -26,3 +28,11 @@ def test_display_texts():
     p = Progress(500, 10_000, 7, None, {}, 0.0, "pretrain", 37, 200)
     assert phase_text(p) == "pretrain 37/200"
     assert phase_text(Progress(600, 10_000, 8, None, {}, 30.0)) == "train"
+
+
+def test_build_config_refuses_a_config_that_is_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a JSON file"):
+        build_config({}, config_file=tmp_path)
+    (tmp_path / "c.json").write_text('{"steps": true}')
+    with pytest.raises(ConfigError, match=r"^steps must be an integer, got true$"):
+        build_config({}, config_file=tmp_path / "c.json")

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -57,6 +58,53 @@ def test_integral_floats_from_json_become_ints():
 def test_validation_names_the_bad_field(field, value):
     with pytest.raises(ConfigError, match=field):
         validate(with_overrides(Config(), {field: value}))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("wm_lr", float("nan")), ("actor_lr", float("inf")), ("train_ratio", float("nan")),
+    ("threshold", float("nan")), ("threshold", float("-inf")), ("steps", float("inf")),
+])
+def test_numbers_must_be_finite(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be a finite number, got {value}$"):
+        validate(with_overrides(Config(), {field: value}))
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"steps": True}, "steps must be an integer, got true"),
+    ({"wm_lr": False}, "wm_lr must be a number, got false"),
+    ({"threshold": True}, "threshold must be a number, got true"),
+    ({"threshold": "high"}, "threshold must be a number, got 'high'"),
+    ({"env": 5}, "env must be a string, got 5"),
+    ({"env": None}, "env must be a string, got null"),
+    ({"algo": ["dreamer"]}, "algo must be a string, got ['dreamer']"),
+    ({"algo": "ppo"}, "unknown algo 'ppo' (choose from dreamer)"),
+    ({"preset": 5}, "preset must be a string, got 5"),
+    ({"preset": {}}, "preset must be a string, got {}"),
+    ({"device": 1}, "device must be a string, got 1"),
+    ({"seed": -1}, "seed must be >= 0, got -1"),
+    ({"max_episode_steps": 0}, "max_episode_steps must be > 0, got 0"),
+])
+def test_json_values_of_the_wrong_kind_are_refused(data, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict(json.loads(json.dumps(data)))
+    assert str(err.value) == message
+
+
+def test_threshold_may_be_none_or_a_number_and_max_episode_steps_round_trips():
+    assert from_dict({"threshold": None}).train.threshold is None
+    assert from_dict({"threshold": 100}).train.threshold == 100
+    config = from_dict({"max_episode_steps": 50.0})
+    assert config.train.max_episode_steps == 50 and isinstance(config.train.max_episode_steps, int)
+    assert from_dict(json.loads(json.dumps(to_dict(config)))) == config
+    assert Config().train.max_episode_steps == 1000
+
+
+def test_load_json_refuses_folders_and_unreadable_paths(tmp_path):
+    with pytest.raises(ConfigError, match=f"^config file {re.escape(str(tmp_path))} is a folder, not a JSON file$"):
+        load_json(tmp_path)
+    (tmp_path / "file").write_text("{}")
+    with pytest.raises(ConfigError, match=r"^cannot read config file .*/file/config\.json: Not a directory$"):
+        load_json(tmp_path / "file" / "config.json")
 
 
 def test_load_json_errors_are_user_errors(tmp_path):

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .config import DEFAULT_MAX_EPISODE_STEPS
 from .envs import EnvSpec, encode_action, make_env, random_action, spec_of, to_env_action
 
 
@@ -78,9 +79,10 @@ class ReplayBuffer:
         )
 
 
-def random_replay(env_id: str, steps: int, seed: int = 0) -> tuple[ReplayBuffer, EnvSpec]:
+def random_replay(env_id: str, steps: int, seed: int = 0,
+                  max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> tuple[ReplayBuffer, EnvSpec]:
     """A buffer of `steps` uniformly random-action transitions of a fresh env."""
-    env = make_env(env_id, seed=seed)
+    env = make_env(env_id, seed=seed, max_episode_steps=max_episode_steps)
     spec, rng = spec_of(env), np.random.default_rng(seed)
     buffer = ReplayBuffer(steps, spec.obs_dim, spec.action_dim)
     obs, _ = env.reset(seed=seed)

@@ -37,7 +37,8 @@ def prepare_training(flags: dict[str, Any], preset: str, config_file: Path | Non
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for, but torch sees no CUDA GPU")
-    make_env(config.env).close()  # unknown ids and unsupported spaces fail here
+    # Unknown ids, env constructors that fail and unsupported spaces are all refused here.
+    make_env(config.env, max_episode_steps=config.train.max_episode_steps).close()
     return config, runs.prepare_run_dir(runs_dir, name, config, force)
 
 
@@ -149,7 +150,7 @@ def run_evaluation(agent, config: Config, run_dir: Path, episodes: int, seed: in
         report["gif"] = str(write_gif(result.frames, Path(run_dir) / "videos" / "eval.gif"))
         if display_available():
             try:
-                env = make_env(config.env, render_mode="human")
+                env = make_env(config.env, render_mode="human", max_episode_steps=config.train.max_episode_steps)
                 obs, _ = env.reset(seed=seed)
                 done = False
                 while not done:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.wrappers import TimeLimit
+
+from .config import DEFAULT_MAX_EPISODE_STEPS
 
 # Pendulum-v1 registers no reward_threshold; -200 is near what good control reaches.
 FALLBACK_THRESHOLDS = {"Pendulum-v1": -200.0}
@@ -34,8 +37,9 @@ def _resolve(env_id: str):
         module_name, _, class_name = env_id.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise EnvError(f"cannot import module '{module_name}' for env '{env_id}': {err}") from None
+        except Exception as err:  # not only ImportError: the module's own code may fail on import
+            raise EnvError(f"cannot import module '{module_name}' for env '{env_id}': "
+                           f"{type(err).__name__}: {err}") from None
         cls = getattr(module, class_name, None)
         if cls is None:
             raise EnvError(f"module '{module_name}' has no class '{class_name}'")
@@ -48,8 +52,22 @@ def _resolve(env_id: str):
     return env_id
 
 
-def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
-    """Build the environment, check its spaces are supported, and seed its action space."""
+def _has_time_limit(env: gym.Env) -> bool:
+    """Whether a TimeLimit wrapper is anywhere in env's chain of wrappers."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, TimeLimit):
+            return True
+        env = env.env
+    return False
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None,
+             max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> gym.Env:
+    """Build the environment, check its spaces are supported, and seed its action space.
+
+    An env without a step limit of its own (a module:Class env, or an id registered without
+    max_episode_steps) is cut off after max_episode_steps, so that no episode runs forever.
+    """
     target = _resolve(env_id)
     kwargs = {"render_mode": render_mode} if render_mode else {}
     if render_mode == "rgb_array" and not os.environ.get("DISPLAY"):
@@ -60,10 +78,12 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
             env = gym.make(target, **kwargs)
         else:
             env = target(**kwargs)
-    except gym.error.Error as err:
-        raise EnvError(f"cannot make environment '{env_id}': {err}") from None
-    except TypeError as err:
-        raise EnvError(f"cannot construct '{env_id}': {err}") from None
+    except Exception as err:  # the env's own constructor: any failure is the env's, not ours
+        raise EnvError(f"cannot make environment '{env_id}': {type(err).__name__}: {err}") from None
+    if not isinstance(env, gym.Env):
+        raise EnvError(f"'{env_id}' made a {type(env).__name__}, not a gymnasium.Env")
+    if not _has_time_limit(env):
+        env = TimeLimit(env, max_episode_steps)
     spec_of(env)
     if seed is not None:
         env.action_space.seed(seed)
@@ -72,7 +92,8 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
 
 def spec_of(env: gym.Env) -> EnvSpec:
     """Read the dimensions; raise EnvError for anything but flat Box obs and Discrete/Box actions."""
-    obs, act = env.observation_space, env.action_space
+    # getattr: an env class that never set its spaces gets the same message as a wrong space.
+    obs, act = getattr(env, "observation_space", None), getattr(env, "action_space", None)
     if not (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 1):
         raise EnvError(
             f"unsupported observation space {obs}: dreamer supports flat Box observations (shape (n,))"

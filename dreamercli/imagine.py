@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import runs
+from .config import DEFAULT_MAX_EPISODE_STEPS
 from .envs import EnvSpec, encode_action, make_env, random_action, to_env_action
 
 ACTION_SOURCES = ("policy", "random")
@@ -68,9 +69,9 @@ class Rollouts:
         return self.real_reward.shape[0]
 
 
-def policy_episode(agent, env_id: str, seed: int) -> list:
+def policy_episode(agent, env_id: str, seed: int, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> list:
     """Agent-side actions of one deterministic-policy episode from reset(seed)."""
-    env = make_env(env_id)
+    env = make_env(env_id, max_episode_steps=max_episode_steps)
     try:
         obs, _ = env.reset(seed=seed)
         actions, done = [], False
@@ -84,13 +85,14 @@ def policy_episode(agent, env_id: str, seed: int) -> list:
     return actions
 
 
-def choose_starts(agent, env_id: str, rollouts: int, seed: int, horizon: int) -> list[Start]:
+def choose_starts(agent, env_id: str, rollouts: int, seed: int, horizon: int,
+                  max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> list[Start]:
     """Half fresh resets (seed, seed + 1, ...), half states along one policy episode."""
     n_reset = (rollouts + 1) // 2
     starts = [Start("reset", seed + i) for i in range(n_reset)]
     n_episode = rollouts - n_reset
     if n_episode:
-        actions = policy_episode(agent, env_id, seed)
+        actions = policy_episode(agent, env_id, seed, max_episode_steps)
         # Prefer starts with H steps left, so the episode's own time limit rarely cuts them.
         room = max(1, len(actions) - horizon + 1)
         rng = np.random.default_rng(seed)
@@ -99,9 +101,10 @@ def choose_starts(agent, env_id: str, rollouts: int, seed: int, horizon: int) ->
     return starts
 
 
-def open_start(env_id: str, spec: EnvSpec, start: Start, render_mode: str | None = None):
+def open_start(env_id: str, spec: EnvSpec, start: Start, render_mode: str | None = None,
+               max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS):
     """A fresh env brought to the start state; returns (env, observation)."""
-    env = make_env(env_id, render_mode=render_mode)
+    env = make_env(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps)
     obs, _ = env.reset(seed=start.reset_seed)
     for action in start.prefix:
         obs, _, terminated, truncated, _ = env.step(to_env_action(spec, action))
@@ -114,19 +117,22 @@ def open_start(env_id: str, spec: EnvSpec, start: Start, render_mode: str | None
 
 @torch.no_grad()
 def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: str = "policy",
-            seed: int = 0, record: Sequence[int] = ()) -> Rollouts:
+            seed: int = 0, record: Sequence[int] = (),
+            max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> Rollouts:
     """Imagine open-loop from each start and step the real env with the same actions.
 
     actions: "policy" (the actor's mode on the imagined latent) or "random" (uniform, drawn
     from np.random.default_rng(seed), so they are the same whatever the weights). The real
-    envs of the rollouts in record render rgb_array frames.
+    envs of the rollouts in record render rgb_array frames. Real episodes end at the env's
+    step limit, or at max_episode_steps for an env without one, as in evaluation.
     """
     if actions not in ACTION_SOURCES:
         raise ValueError(f"unknown action source '{actions}' (choose from {', '.join(ACTION_SOURCES)})")
     spec, wm, actor = agent.spec, agent.world_model, agent.actor_critic.actor
     device, n, H = agent.device, len(starts), horizon
     rng = np.random.default_rng(seed)
-    opened = [open_start(env_id, spec, s, "rgb_array" if i in record else None) for i, s in enumerate(starts)]
+    opened = [open_start(env_id, spec, s, "rgb_array" if i in record else None, max_episode_steps)
+              for i, s in enumerate(starts)]
     envs = [env for env, _ in opened]
     obs0 = np.stack([o for _, o in opened]).astype(np.float32)  # (N, obs)
     real_obs = np.full((H + 1, n, spec.obs_dim), np.nan)
@@ -288,10 +294,11 @@ def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int 
     if horizon > trained_h:
         note(f"warning: --horizon {horizon} is beyond the training horizon {trained_h}: "
              "the model was never asked to imagine that far")
-    starts = choose_starts(agent, config.env, rollouts, seed, horizon)
+    limit = config.train.max_episode_steps
+    starts = choose_starts(agent, config.env, rollouts, seed, horizon, limit)
     # Record frames of the first reset rollout and the first mid-episode one, for the GIF.
     record = sorted({0, (rollouts + 1) // 2} & set(range(rollouts)))
-    result = rollout(agent, config.env, starts, horizon, actions, seed, record)
+    result = rollout(agent, config.env, starts, horizon, actions, seed, record, limit)
     metrics = step_metrics(result)
     dims = dream_render.obs_labels(config.env, agent.spec.obs_dim)
     meta = {"run": str(run_dir), "env": config.env, "seed": seed, "actions": actions,

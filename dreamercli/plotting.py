@@ -141,6 +141,8 @@ def plot_run(run_dir: Path, out: Path | None = None, metrics: list[str] | None =
              x: str = "steps", warn: Warn | None = None) -> Path:
     """Write curves.png (or out): returns with threshold, losses, and every other metric area."""
     run = load_run(Path(run_dir), warn)
+    if not run.rows:  # checked before drawing: an empty figure would replace a good curves.png
+        raise runs.RunError(f"no metrics to plot in {run.path / runs.METRICS_FILE}")
     if metrics:
         check_metrics([run], metrics)
         panels = [(key, [key]) for key in metrics]

@@ -32,3 +32,25 @@ class ImageObs(gym.Env):
     def __init__(self, render_mode=None):
         self.observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
         self.action_space = gym.spaces.Discrete(2)
+
+
+class NeverEnds(gym.Env):
+    """Episodes that never terminate nor truncate: only make_env's step limit ends them."""
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+class BrokenInit(gym.Env):
+    """A constructor that fails the way third-party envs do (a missing licence, asset, server)."""
+
+    def __init__(self, render_mode=None):
+        raise RuntimeError("simulator licence not found")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from dreamercli.buffer import ReplayBuffer
+from dreamercli.buffer import ReplayBuffer, random_replay
 
 
 def fill(buf, episodes):
@@ -46,3 +46,9 @@ def test_terminal_flags_and_rewards_are_kept():
     fill(buf, [3])
     assert buf.terminated[:3].tolist() == [0.0, 0.0, 1.0]
     assert buf.rewards[:3].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_random_replay_cuts_never_ending_episodes_at_the_step_limit():
+    buffer, spec = random_replay("custom_env:NeverEnds", 10, max_episode_steps=4)
+    assert spec.discrete and buffer.episode[:10].tolist() == [0] * 4 + [1] * 4 + [2] * 2
+    assert not buffer.terminated[:10].any()  # a time limit is not a termination

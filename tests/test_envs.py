@@ -1,3 +1,4 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -53,6 +54,44 @@ def test_module_class_env():
 def test_unsupported_envs_get_clear_errors(env_id, match):
     with pytest.raises(EnvError, match=match):
         make_env(env_id)
+
+
+def test_constructor_and_import_failures_are_env_errors(tmp_path, monkeypatch):
+    with pytest.raises(EnvError, match=r"^cannot make environment 'custom_env:BrokenInit': "
+                                       r"RuntimeError: simulator licence not found$"):
+        make_env("custom_env:BrokenInit")
+    (tmp_path / "env_that_fails_on_import.py").write_text('raise RuntimeError("no simulator here")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(EnvError, match=r"cannot import module 'env_that_fails_on_import'.*"
+                                       r"RuntimeError: no simulator here"):
+        make_env("env_that_fails_on_import:Env")
+    with pytest.raises(EnvError, match=r"made a dict, not a gymnasium\.Env"):
+        make_env("builtins:dict")
+
+
+def episode_length(env: gym.Env, limit: int) -> int:
+    """Steps until the episode ends, or limit + 1 if it has not ended by then."""
+    env.reset(seed=0)
+    for t in range(1, limit + 1):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            return t
+    return limit + 1
+
+
+def test_an_env_without_a_step_limit_gets_one():
+    assert episode_length(make_env("custom_env:NeverEnds", seed=0, max_episode_steps=5), 50) == 5
+    assert episode_length(make_env("custom_env:NeverEnds", seed=0), 2000) == 1000  # the default
+    assert episode_length(make_env("custom_env:Reach", seed=0, max_episode_steps=50), 100) == 20  # its own
+    # A registered id keeps its registered limit; one registered without a limit gets ours.
+    assert make_env("CartPole-v1", max_episode_steps=5).spec.max_episode_steps == 500
+    gym.register("dreamer-test/NeverEnds-v0", entry_point="custom_env:NeverEnds")
+    try:
+        assert gym.spec("dreamer-test/NeverEnds-v0").max_episode_steps is None
+        env = make_env("dreamer-test/NeverEnds-v0", seed=0, max_episode_steps=7)
+        assert episode_length(env, 50) == 7
+    finally:
+        del gym.registry["dreamer-test/NeverEnds-v0"]
 
 
 def test_thresholds():

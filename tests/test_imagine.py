@@ -13,7 +13,17 @@ from dreamercli.buffer import random_replay
 from dreamercli.cli import app
 from dreamercli.dream_render import STATE_RENDERERS, has_state_renderer, obs_labels
 from dreamercli.envs import make_env, spec_of, to_env_action
-from dreamercli.imagine import Rollouts, Start, choose_starts, open_start, rollout, step_metrics, table_steps
+from dreamercli.imagine import (
+    Rollouts,
+    Start,
+    choose_starts,
+    open_start,
+    policy_episode,
+    rollout,
+    run_imagine,
+    step_metrics,
+    table_steps,
+)
 
 runner = CliRunner()
 
@@ -71,6 +81,22 @@ def test_starts_split_and_replay_exactly(untrained_run):
     for a in s.prefix:
         obs = env.step(to_env_action(agent.spec, a))[0]
     assert np.array_equal(open_start(config.env, agent.spec, s)[1], obs)
+
+
+def test_a_never_ending_env_is_cut_at_its_step_limit(tmp_path):
+    config = tiny("custom_env:NeverEnds", max_episode_steps=7)
+    spec = spec_of(make_env(config.env))
+    agent = Agent(config, spec)
+    assert len(policy_episode(agent, config.env, 0, max_episode_steps=7)) == 7
+    starts = choose_starts(agent, config.env, 2, seed=0, horizon=10, max_episode_steps=7)
+    r = rollout(agent, config.env, starts, 10, max_episode_steps=7)
+    assert r.ended_at == [7, 7] and r.terminated == [False, False]
+    # run_imagine takes the limit from the run's config.json.
+    run = tmp_path / "never-ends"
+    runs.write_config(run, config, spec)
+    runs.save_weights(run, agent.weights())
+    report = run_imagine(run, horizon=10, rollouts=2, device="cpu", note=lambda _: None)
+    assert report["metrics"]["rollouts_left"] == [2] * 7 + [0] * 3
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "MountainCar-v0",

@@ -1,11 +1,14 @@
 """plotting.py: single-run panels, group overlays with bands, metric choice, broken lines."""
 
+import re
+
 import numpy as np
+import pytest
 from PIL import Image
 from test_compare import make_run
 from typer.testing import CliRunner
 
-from dreamercli import plotting
+from dreamercli import plotting, runs
 from dreamercli.cli import app
 from dreamercli.compare import load_runs
 
@@ -39,6 +42,21 @@ def test_plot_run_survives_broken_lines_and_warns(tmp_path):
     assert out.read_bytes()[:8] == PNG
     assert [w.split(" (")[0] for w in warnings] == [f"{run / 'metrics.jsonl'}:7: skipped a broken line",
                                                     f"{run / 'metrics.jsonl'}:8: skipped a broken line"]
+
+
+def test_plot_run_without_metrics_refuses_and_keeps_curves_png(tmp_path):
+    (run,) = three_seeds(tmp_path, "a", [[1, 2, 3]])
+    metrics = run / "metrics.jsonl"
+    (run / "curves.png").write_bytes(b"an earlier figure")
+    for make_empty in (metrics.unlink, lambda: metrics.write_text(""), lambda: metrics.write_text("\n\n")):
+        make_empty()
+        with pytest.raises(runs.RunError, match=f"^no metrics to plot in {re.escape(str(metrics))}$"):
+            plotting.plot_run(run)
+        assert (run / "curves.png").read_bytes() == b"an earlier figure"
+    result = runner.invoke(app, ["plot", str(run)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"dreamer: error: no metrics to plot in {metrics}"
+    assert (run / "curves.png").read_bytes() == b"an earlier figure"
 
 
 def test_band_is_the_mean_over_seeds_with_a_ci_around_it(tmp_path):

@@ -177,7 +177,7 @@ def run_sb3(method: str, env_id: str, seed: int, budget: int, every: int, episod
     """Train one SB3 baseline to the budget; return its curve, training and wall seconds."""
     import torch
 
-    from dreamercli.training import EVAL_SEED_OFFSET
+    from dreamercli.evaluation import EVAL_SEED_OFFSET
 
     torch.set_num_threads(1)
     began = time.perf_counter()

@@ -61,24 +61,31 @@ class Agent(nn.Module):
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
 
-    def update(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float]:
-        """One gradient step of the world model, then (with behave) of the actor and critic."""
+    def update(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float] | None:
+        """One gradient step of the world model, then (with behave) of the actor and critic.
+
+        None when a loss or gradient was NaN or inf: that update changed no weight.
+        """
         metrics: dict[str, float] = {}
         # -- world model on replayed sequences ------------------------------------------------
         losses, wm_metrics, post = self.world_model.loss(*batch)
         total = sum(losses.values())
         self.wm_opt.zero_grad()
         total.backward()
-        self.wm_opt.step()
+        if not self.wm_opt.step():
+            return None  # its latents would carry the NaN into the actor-critic too
         metrics.update({f"wm/{k}": v.item() for k, v in losses.items()})
         metrics["wm/loss"] = total.item()
         metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
         # -- actor-critic in imagination from replayed latents ---------------------------------
         if behave:
-            metrics.update(self.behave(post.detach().flatten(0, 1)))
+            ac_metrics = self.behave(post.detach().flatten(0, 1))
+            if ac_metrics is None:
+                return None
+            metrics.update(ac_metrics)
         return metrics
 
-    def behave(self, latents: torch.Tensor) -> dict[str, float]:
+    def behave(self, latents: torch.Tensor) -> dict[str, float] | None:
         """Imagine from a random subset of latents (N, latent); update actor, then critic."""
         ac_cfg = self.config.actor_critic
         ac, wm = self.actor_critic, self.world_model
@@ -123,8 +130,12 @@ class Agent(nn.Module):
         self.actor_opt.zero_grad()
         self.critic_opt.zero_grad()
         (actor_loss + critic_loss).backward()
+        # Both or neither: a half step would let the actor follow a critic that did not move.
+        actor_ok = bool(torch.isfinite(self.actor_opt.param.grad).all())
+        if not (actor_ok and self.critic_opt.step()):
+            self.actor_opt.zero_grad()
+            return None
         self.actor_opt.step()
-        self.critic_opt.step()
         ac.update_slow_critic()
         return {
             "ac/actor_loss": actor_loss.item(),
@@ -145,10 +156,34 @@ class Agent(nn.Module):
         noise = self.config.actor_critic.imag_noise
         return noise == "sample" or (noise == "auto" and not self.spec.discrete)
 
+    def optimisers(self) -> dict[str, FlatAdam]:
+        """The optimisers by stable name (part of the checkpoint format)."""
+        return {"world_model": self.wm_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+
+    def finite(self) -> bool:
+        """Whether every weight (and slow copy) is a finite number."""
+        return all(bool(torch.isfinite(t).all()) for t in self.state_dict().values()
+                   if t.is_floating_point())
+
     def weights(self) -> dict[str, torch.Tensor]:
         """Every network's tensors by stable name, for safetensors."""
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
 
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load tensors written by weights(); names and shapes must match exactly."""
+        """Load tensors written by weights(); ValueError in one line unless names and shapes match."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(tensors))
+        unexpected = sorted(set(tensors) - set(own))
+        wrong = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (first: {missing[0]})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            problems.append(f"{len(wrong)} of the wrong shape (first: {k} is {tuple(tensors[k].shape)}, "
+                            f"the config needs {tuple(own[k].shape)})")
+        if problems:
+            raise ValueError("tensors do not fit the config: " + "; ".join(problems))
         self.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)

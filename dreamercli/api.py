@@ -11,7 +11,8 @@ from . import runs
 from .agent import Agent, resolve_device
 from .config import Config, from_preset, validate, with_overrides
 from .envs import make_env, spec_of
-from .training import evaluate_policy, train
+from .evaluation import evaluate_policy
+from .training import train
 
 
 class DreamerLite:
@@ -19,7 +20,7 @@ class DreamerLite:
 
     def __init__(self, env_name: str = "CartPole-v1", preset: str = "default", **hparams: Any):
         self.config: Config = validate(with_overrides(from_preset(preset), {"env": env_name, **hparams}))
-        env = make_env(env_name)
+        env = make_env(env_name, max_episode_steps=self.config.train.max_episode_steps)
         self.spec = spec_of(env)
         env.close()
         self.agent = self._build_agent()
@@ -41,7 +42,8 @@ class DreamerLite:
     def evaluate(self, num_episodes: int = 10, render: bool = False, seed: int | None = None) -> dict:
         """Deterministic episodes; with render, the frames of the first come back under 'frames'."""
         seed = self.config.train.seed if seed is None else seed
-        result = evaluate_policy(self.agent, self.config.env, num_episodes, seed, record=render)
+        result = evaluate_policy(self.agent, self.config.env, num_episodes, seed, record=render,
+                                 max_episode_steps=self.config.train.max_episode_steps)
         report: dict[str, Any] = {**result.stats(), "returns": result.returns}
         if render:
             report["frames"] = result.frames
@@ -54,11 +56,23 @@ class DreamerLite:
         runs.save_weights(path, self.agent.weights())
         return path
 
-    def load_models(self, path: str | Path) -> DreamerLite:
-        """Load a folder written by save_models() or `dreamer train`; the config comes with it."""
-        self.config, self.spec = runs.load_config(Path(path))
+    def load_models(self, path: str | Path, trust_env_code: bool = False) -> DreamerLite:
+        """Load a folder written by save_models() or `dreamer train`; the config comes with it.
+
+        A module:Class env named by the folder is imported only if this object was made for
+        that same env, or with trust_env_code. Raises runs.RunError (one line) for a folder that
+        is damaged or does not fit.
+        """
+        config, spec = runs.load_config(Path(path))
+        runs.check_env_trust(Path(path), config.env, self.config.env if self.config.env == config.env else None,
+                             trust_env_code)
+        tensors = runs.load_weights(Path(path))
+        self.config, self.spec = config, spec
         self.agent = self._build_agent()
-        self.agent.load_weights(runs.load_weights(Path(path)))
+        try:
+            self.agent.load_weights(tensors)
+        except ValueError as err:
+            raise runs.RunError(f"{Path(path) / runs.WEIGHTS_FILE}: {err}") from None
         return self
 
     def act(self, obs, deterministic: bool = True):

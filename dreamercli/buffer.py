@@ -48,6 +48,33 @@ class ReplayBuffer:
         self.cursor = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "episode")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stored transitions (in slot order) by field, for checkpoints."""
+        return {name: getattr(self, name)[:self.size] for name in self.FIELDS}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray], cursor: int, capacity: int) -> None:
+        """Restore what arrays() returned from a buffer of `capacity` with its write cursor.
+
+        The same capacity restores the slots exactly (so sampling repeats); another one (a
+        resumed run with a new step total) keeps the transitions in time order, newest last.
+        """
+        for name in self.FIELDS:
+            if arrays[name].shape[1:] != getattr(self, name).shape[1:]:
+                raise ValueError(f"replay field {name} has shape {arrays[name].shape[1:]}, "
+                                 f"the buffer holds {getattr(self, name).shape[1:]}")
+        size = len(arrays["rewards"])
+        if capacity == self.capacity:
+            order, self.cursor = np.arange(size), cursor
+        else:
+            order = np.roll(np.arange(size), -cursor) if size == capacity else np.arange(size)
+            order = order[-self.capacity:]
+            self.cursor = len(order) % self.capacity
+        for name in self.FIELDS:
+            getattr(self, name)[:len(order)] = arrays[name][order]
+        self.size = len(order)
+
     def sample(self, batch_size: int, seq_len: int, rng: np.random.Generator,
                device: torch.device) -> SequenceBatch:
         """Sample sequences starting at uniformly chosen stored transitions."""

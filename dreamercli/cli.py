@@ -50,16 +50,26 @@ HP = "Hyperparameters (default: the preset's value)"
 
 @app.command()
 def train(
-    env: Annotated[str, typer.Option(help="Gymnasium id (CartPole-v1) or module:Class.")] = "CartPole-v1",
+    env: Annotated[str | None, typer.Option(
+        help="Gymnasium id or module:Class [default: the --config file's, else CartPole-v1].")] = None,
     steps: Annotated[int | None, typer.Option(help="Env steps to train for.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of torch, numpy and the env.")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+    runs_dir: Annotated[Path | None, typer.Option(help="Folder that holds run folders [default: runs].")] = None,
     name: Annotated[str | None, typer.Option(
         help="Run folder name [default: {env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS}].")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing run folder of that name.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Replace an existing run folder of that name: the old folder is deleted as a whole "
+             "(only once the new run has its first checkpoint), never mixed with the new one.")] = False,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue this run folder from its last checkpoint, to its step total or a new --steps. "
+             "Takes no other flag (--env or --trust-env-code only for module:Class envs).",
+        show_default=False)] = None,
+    trust_env_code: Annotated[bool, typer.Option(
+        help="With --resume: import the module:Class env named in the run's config.json.")] = False,
     device: Annotated[Device | None, typer.Option(help="Where the networks run.")] = None,
-    preset: Annotated[Preset, typer.Option(
-        help="tiny: small and quick, for tests and smoke runs; default: the full agent.")] = Preset.default,
+    preset: Annotated[Preset | None, typer.Option(
+        help="tiny: small and quick, for tests and smoke runs; default: the full agent.",
+        show_default="default")] = None,
     config: Annotated[Path | None, typer.Option(
         help="JSON of config fields (a run's config.json works); flags override it.")] = None,
     threshold: Annotated[float | None, typer.Option(
@@ -97,6 +107,10 @@ def train(
         help="Env steps between evaluations (0: only at the end).", rich_help_panel=HP)] = None,
     eval_episodes: Annotated[int | None, typer.Option(
         help="Episodes per evaluation.", rich_help_panel=HP)] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        help="Env steps between checkpoints (0: at each evaluation).", rich_help_panel=HP)] = None,
+    max_episode_steps: Annotated[int | None, typer.Option(
+        help="Step limit of an env that registers none.", rich_help_panel=HP)] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.", rich_help_panel=HP)] = None,
     seeds: Annotated[str | None, typer.Option(
         help="Train several seeds, a run folder each: '0 1 2', '0,1,2' or '0-9'.", rich_help_panel=MS)] = None,
@@ -108,24 +122,64 @@ def train(
              "(HEAD:6379): join that cluster. Needs the ray extra (pip install -e '.\\[ray]').",
         rich_help_panel=MS)] = None,
 ) -> None:
-    """Train an agent and write a run folder (config, weights, metrics, summary, curves)."""
+    """Train an agent and write a run folder (config, weights, checkpoint, metrics, summary, curves)."""
     flags = {k: v for k, v in locals().items() if v is not None and k not in NON_CONFIG}
     flags = {k: v.value if isinstance(v, Enum) else v for k, v in flags.items()}
     from . import commands
 
+    if resume is not None:
+        given = [k for k, v in flags.items() if k not in ("steps", "env")]
+        given += [k for k, v in {"runs_dir": runs_dir, "name": name, "config": config, "preset": preset,
+                                 "seeds": seeds, "workers": workers, "ray": ray}.items() if v is not None]
+        given += ["force"] if force else []
+        if given:
+            fail(f"--resume continues the run as it was configured and takes only --steps "
+                 f"(and --env or --trust-env-code): remove --{given[0].replace('_', '-')}")
+        try:
+            summary, restored = commands.resume_training(resume, steps, env, trust_env_code)
+        except commands.USER_ERRORS as err:
+            fail(str(err))
+        except commands.TRAINING_FAILURES as err:
+            stop(str(err))
+        finish_training(summary, resume)
+        return
+    if trust_env_code:
+        fail("--trust-env-code goes with --resume (a new run imports the --env you name)")
+    runs_dir = Path("runs") if runs_dir is None else runs_dir
+    preset_name = "default" if preset is None else preset.value
     if seeds is not None or workers is not None or ray is not None:
-        train_seeds(flags, preset.value, config, runs_dir, name, force, seeds, workers, ray)
+        train_seeds(flags, preset_name, config, runs_dir, name, force, seeds, workers, ray)
         return
     try:
-        cfg, run_dir = commands.prepare_training(flags, preset.value, config, runs_dir, name, force)
+        cfg, run_dir = commands.prepare_training(flags, preset_name, config, runs_dir, name, force)
+        summary = commands.run_training(cfg, run_dir)
     except commands.USER_ERRORS as err:
         fail(str(err))
-    summary = commands.run_training(cfg, run_dir)
+    except commands.TRAINING_FAILURES as err:
+        stop(str(err))
+    finish_training(summary, run_dir)
+
+
+def stop(message: str) -> None:
+    """A run that cannot go on (diverged): one line on stderr, exit 1."""
+    typer.echo(f"dreamer: error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def finish_training(summary: dict, run_dir: Path) -> None:
+    """The summary table and the run folder; for an interrupted run, how to resume, and exit 130 / 143."""
+    from . import commands
+    from .training import EXIT_CODES
+
     commands.print_summary(summary)
+    if summary.get("interrupted"):
+        typer.echo(f"dreamer: interrupted by {summary['interrupted']} at env step {summary['env_steps']}; "
+                   f"resume with: dreamer train --resume {run_dir}", err=True)
+        raise typer.Exit(EXIT_CODES[summary["interrupted"]])
     typer.echo(str(run_dir))
 
 
-NON_CONFIG = {"runs_dir", "name", "force", "config", "preset", "seeds", "workers", "ray"}
+NON_CONFIG = {"runs_dir", "name", "force", "config", "preset", "seeds", "workers", "ray", "resume", "trust_env_code"}
 MS = "Several seeds"
 
 
@@ -228,6 +282,8 @@ def compare(
 
 
 THREADS_HELP = "Torch CPU threads [default: the run's threads setting]."
+ENV_HELP = "The run's module:Class env, named again so that dreamer may import it."
+TRUST_HELP = "Import the module:Class env named in the run's config.json (runs code from the run folder)."
 
 
 @app.command()
@@ -239,17 +295,25 @@ def evaluate(
         help="Record the first episode to videos/eval.gif (and show it when a display exists).")] = False,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    env: Annotated[str | None, typer.Option(help=ENV_HELP)] = None,
+    trust_env_code: Annotated[bool, typer.Option(help=TRUST_HELP)] = False,
 ) -> None:
     """Rebuild the agent from a run folder, run episodes, print a table, write eval.json."""
     if episodes <= 0:
         fail(f"--episodes must be > 0, got {episodes}")
+    if seed is not None and seed < 0:
+        fail(f"--seed must be >= 0, got {seed}")
     from . import commands
 
     try:
-        agent, cfg = commands.load_agent(run, device.value, threads)
+        agent, cfg = commands.load_agent(run, device.value, threads, env, trust_env_code)
+        commands.check_writable(run)
     except commands.USER_ERRORS as err:
         fail(str(err))
-    report = commands.run_evaluation(agent, cfg, run, episodes, seed, render)
+    try:
+        report = commands.run_evaluation(agent, cfg, run, episodes, seed, render)
+    except commands.USER_ERRORS as err:
+        fail(str(err))
     commands.print_evaluation(report)
 
 
@@ -268,6 +332,8 @@ def imagine_command(
         help="policy: the actor on the imagined latent; random: uniform from the seed.")] = ActionSource.policy,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    env: Annotated[str | None, typer.Option(help=ENV_HELP)] = None,
+    trust_env_code: Annotated[bool, typer.Option(help=TRUST_HELP)] = False,
 ) -> None:
     """Dream beside reality: table of errors, imagine/imagine.json, imagine.png and dream.gif."""
     if horizon <= 0:
@@ -281,7 +347,10 @@ def imagine_command(
         commands.console.print(f"[yellow]{message}", soft_wrap=True)  # one line, never wrapped
 
     try:
-        report = run_imagine(run, horizon, rollouts, seed, actions.value, device.value, note, threads)
+        if seed is not None and seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {seed}")
+        report = run_imagine(run, horizon, rollouts, seed, actions.value, device.value, note, threads,
+                             env, trust_env_code)
     except commands.USER_ERRORS as err:
         fail(str(err))
     print_table(report["metrics"], report["obs_labels"],

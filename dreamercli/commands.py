@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from .config import Config, ConfigError, flatten, from_preset, load_json, valida
 from .envs import EnvError, make_env
 
 USER_ERRORS = (ConfigError, EnvError, runs.RunError, ValueError)
+TRAINING_FAILURES = (RuntimeError,)  # checkpoint.Diverged, without importing torch here
 console = Console(stderr=True)
 
 
@@ -55,10 +57,8 @@ def phase_text(p) -> str:
     return f"pretrain {p.pretrained}/{p.pretrain}" if p.phase == "pretrain" else p.phase
 
 
-def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
-    """Train with a rich progress bar; return the summary."""
-    from .training import train
-
+def _progress_display(config: Config) -> tuple[Progress, Any]:
+    """A rich progress display for one run, and the on_progress callback that updates it."""
     # The rate is the recent one and the time left comes from the loop's cost model
     # (progress.CostModel): rich's own columns average over the whole run, prefill included.
     width = len(f"pretrain {config.train.pretrain}/{config.train.pretrain}")
@@ -68,18 +68,49 @@ def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
         TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[sps]} steps/s"),
         TextColumn("{task.fields[eta]} left"),
     ]
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(config.env, total=config.train.steps, phase="prefill", episodes=0, eval="-",
-                                 losses="", sps="-", eta="-")
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(config.env, total=config.train.steps, phase="prefill", episodes=0, eval="-",
+                             losses="", sps="-", eta="-")
 
-        def show(p) -> None:
-            losses = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in p.losses.items())
-            progress.update(task, completed=p.step, phase=phase_text(p), episodes=p.episodes,
-                            eval="-" if p.last_eval is None else f"{p.last_eval:.1f}", losses=losses,
-                            sps="-" if p.phase == "pretrain" else f"{p.sps:.0f}", eta=clock(p.eta))
+    def show(p) -> None:
+        losses = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in p.losses.items())
+        progress.update(task, completed=p.step, phase=phase_text(p), episodes=p.episodes,
+                        eval="-" if p.last_eval is None else f"{p.last_eval:.1f}", losses=losses,
+                        sps="-" if p.phase == "pretrain" else f"{p.sps:.0f}", eta=clock(p.eta))
 
+    return progress, show
+
+
+def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
+    """Train with a rich progress bar; return the summary."""
+    from .training import train
+
+    progress, show = _progress_display(config)
+    with progress:
         _, summary = train(config, run_dir, on_progress=show)
     return summary
+
+
+def resume_training(run_dir: Path, steps: int | None, env: str | None,
+                    trust_env_code: bool) -> tuple[dict[str, Any], Any]:
+    """Continue a run from its checkpoint with a progress bar; say what was restored; return the summary."""
+    from .training import resume
+
+    config, _ = runs.load_config(run_dir)
+    runs.check_env_trust(run_dir, config.env, env, trust_env_code)
+    if steps is not None and steps <= 0:
+        raise ConfigError(f"--steps must be > 0, got {steps}")
+    total = config.train.steps if steps is None else steps
+    progress, show = _progress_display(dataclasses.replace(
+        config, train=dataclasses.replace(config.train, steps=total)))
+    trainer = resume(run_dir, steps, on_progress=show)
+    st = trainer.state
+    console.print(f"resumed {run_dir} at env step {st.step} of {total}: {st.updates} updates, "
+                  f"replay of {len(trainer.buffer)} transitions, {st.episode} episodes, "
+                  f"last eval {'-' if st.last_eval is None else f'{st.last_eval:.1f}'}", soft_wrap=True)
+    with progress:
+        summary = trainer.run()
+    return summary, st
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -92,29 +123,44 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-def load_agent(run_dir: Path, device: str, threads: int | None = None):
-    """Rebuild the agent from config.json and weights.safetensors alone.
+def load_agent(run_dir: Path, device: str, threads: int | None = None, env: str | None = None,
+               trust_env_code: bool = False):
+    """Rebuild the agent from config.json, run.json and weights.safetensors alone.
 
-    Also sets torch's CPU threads to the run's `threads` (or the given override) for
-    everything that runs the model afterwards: torch's default, one thread per core, is
-    many times slower for these small networks when the cores are busy.
+    A module:Class env named by the run is imported only when the user names it again (env)
+    or trusts the folder. Also sets torch's CPU threads to the run's `threads` (or the given
+    override): torch's default, one thread per core, is many times slower for these small
+    networks when the cores are busy.
     """
     import torch
 
     from .agent import Agent, resolve_device
 
     config, spec = runs.load_config(run_dir)
+    runs.check_env_trust(run_dir, config.env, env, trust_env_code)
     if threads is not None and threads <= 0:
         raise ConfigError(f"threads must be > 0, got {threads}")
-    torch.set_num_threads(config.train.threads if threads is None else threads)
     tensors = runs.load_weights(run_dir)
+    make_env(config.env, max_episode_steps=config.train.max_episode_steps).close()  # importable, same spaces
+    torch.set_num_threads(config.train.threads if threads is None else threads)
     agent = Agent(config, spec, resolve_device(device))
     try:
         agent.load_weights(tensors)
-    except RuntimeError as err:
-        raise runs.RunError(f"weights in {run_dir} do not fit its config: {err}") from None
+    except ValueError as err:
+        raise runs.RunError(f"{Path(run_dir) / runs.WEIGHTS_FILE}: {err}") from None
     agent.eval()
     return agent, config
+
+
+def check_writable(run_dir: Path) -> None:
+    """RunError unless files can be written in run_dir (checked before minutes of episodes)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as err:
+        raise runs.RunError(f"cannot write in {run_dir}: {err.strerror or err}") from None
 
 
 def display_available() -> bool:
@@ -124,30 +170,19 @@ def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def write_gif(frames: list, path: Path, fps: int = 30) -> Path:
-    """Write rgb_array frames as an animated GIF, atomically."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(f) for f in frames]
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
-    return path
-
-
 def run_evaluation(agent, config: Config, run_dir: Path, episodes: int, seed: int | None,
                    render: bool) -> dict[str, Any]:
     """Evaluate, write eval.json (and videos/eval.gif with render); return the report."""
-    from .training import evaluate_policy
+    from .evaluation import evaluate_policy
 
     seed = config.train.seed if seed is None else seed
     with console.status(f"evaluating {episodes} episodes of {config.env}"):
-        result = evaluate_policy(agent, config.env, episodes, seed, record=render)
+        result = evaluate_policy(agent, config.env, episodes, seed, record=render,
+                                 max_episode_steps=config.train.max_episode_steps)
     report: dict[str, Any] = {"env": config.env, "seed": seed, **result.stats(),
                               "returns": result.returns, "lengths": result.lengths}
     if render and result.frames:
-        report["gif"] = str(write_gif(result.frames, Path(run_dir) / "videos" / "eval.gif"))
+        report["gif"] = str(runs.write_gif(result.frames, Path(run_dir) / "videos" / "eval.gif"))
         if display_available():
             try:
                 env = make_env(config.env, render_mode="human", max_episode_steps=config.train.max_episode_steps)

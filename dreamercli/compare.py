@@ -2,7 +2,7 @@
 
 Definitions (also in the README):
 
-- group: runs with the same (env, algo, label). label is config.json's top-level "label" when
+- group: runs with the same (env, algo, label). label is run.json's "label" (metadata, not config) when
   present, else the run folder's name without its `-s{seed}` / `-s{seed}-{YYYYmmdd-HHMMSS}` tail.
 - final return: a run's last `eval/return_mean` row in metrics.jsonl.
 - IQM: sort the n values, drop int(0.25 * n) from each end, average the rest (scipy's
@@ -57,10 +57,11 @@ class Run:
         return np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
 
 
-def label_of(name: str, config: dict[str, Any]) -> str:
-    """config.json's "label", else the folder name without its seed and timestamp tail."""
-    if config.get("label"):
-        return str(config["label"])
+def label_of(name: str, config: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
+    """run.json's "label" (or a schema-1 config.json's), else the folder name without its seed and timestamp tail."""
+    for source in (meta or {}, config):
+        if source.get("label"):
+            return str(source["label"])
     match = _SUFFIX.match(name)
     return match["label"] if match else name
 
@@ -76,8 +77,10 @@ def load_run(run_dir: Path, warn: Warn | None = None) -> Run:
     seed = (config.get("train") or {}).get("seed", 0)
     rows = list(runs.read_metrics(run_dir, warn=warn))
     summary = runs.read_json(run_dir / runs.SUMMARY_FILE) or {}
+    meta = runs.read_json(run_dir / runs.RUN_FILE)
     return Run(run_dir, config["env"], config.get("algo", "dreamer"), seed,
-               label_of(run_dir.resolve().name, config), rows, summary, config)
+               label_of(run_dir.resolve().name, config, meta if isinstance(meta, dict) else None),
+               rows, summary, config)
 
 
 def load_runs(paths: list[Path], warn: Warn | None = None) -> list[Run]:
@@ -285,8 +288,6 @@ def write_outputs(tables: dict[str, list[dict[str, Any]]], run_list: list[Run], 
     paths = [out_dir / f"compare.{ext}" for ext in ("md", "csv", "json", "png")]
     runs.write_json(paths[2], tables)
     for path, text in ((paths[0], to_markdown(tables)), (paths[1], to_csv(tables))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        runs.write_text(path, text)
     plot_groups(group_runs(run_list), paths[3], [RETURN_KEY], threshold=threshold)
     return paths

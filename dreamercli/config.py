@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: metadata moved from config.json to run.json; 1 still loads
 # Here rather than in envs.py, which imports it, so that config stays free of gymnasium.
 DEFAULT_MAX_EPISODE_STEPS = 1000
 
@@ -62,6 +62,7 @@ class TrainConfig:
     eval_every: int = 1_000  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # deterministic episodes per evaluation
     log_every: int = 250  # env steps between training-metric rows
+    checkpoint_every: int = 0  # env steps between checkpoints (0: at each evaluation); also at the end
     threshold: float | None = None  # return that counts as solved; None: the env's own
     # step limit of an env that registers none (a module:Class env whose episodes never end would hang evaluation)
     max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS
@@ -243,6 +244,7 @@ def validate(config: Config) -> Config:
         if not 0 < value <= 1:
             raise ConfigError(f"{name} must be in (0, 1], got {value}")
     for name, value in {"seed": tr.seed, "prefill": tr.prefill, "pretrain": tr.pretrain, "eval_every": tr.eval_every,
+                        "checkpoint_every": tr.checkpoint_every,
                         "entropy": ac.entropy, "consistency": wm.consistency,
                         "kl_rep": wm.kl_rep}.items():
         if value < 0:

@@ -28,6 +28,7 @@ from gymnasium.envs.classic_control import (
 )
 from PIL import Image, ImageDraw, ImageFont
 
+from . import runs
 from .envs import make_env
 
 if TYPE_CHECKING:
@@ -93,13 +94,8 @@ def obs_labels(env_id: str, obs_dim: int) -> list[str]:
 
 
 def _save(fig, out: Path) -> Path:
-    """Save a figure atomically (temp name in the same folder, then rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    """Save a figure atomically (the run folder's one writer)."""
+    return runs.write_figure(fig, out)
 
 
 def _band(ax, x, values: np.ndarray, color: str, label: str) -> None:
@@ -263,20 +259,4 @@ def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[st
             label = "imagined (decoded state)" if kind == "state" else "real (solid) vs imagined (dashed)"
             panels.append(_panel(dream[k], f"{label}, step {k}"))
             frames.append(_side_by_side(panels, f"rollout {i}: from {where}, horizon {r.horizon}"))
-    return _write_gif(frames, out, fps), kind
-
-
-def _write_gif(frames: list[np.ndarray], path: Path, fps: int) -> Path:
-    """Write frames (padded to one size) as an animated GIF, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h = max(f.shape[0] for f in frames)
-    w = max(f.shape[1] for f in frames)
-    images = []
-    for f in frames:
-        canvas = Image.new("RGB", (w, h), (230, 230, 230))
-        canvas.paste(Image.fromarray(f), (0, 0))
-        images.append(canvas)
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
-    return path
+    return runs.write_gif(frames, out, fps), kind

@@ -276,7 +276,8 @@ def print_table(metrics: dict[str, Any], dims: Sequence[str], title: str, consol
 
 def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int | None = None,
                 actions: str = "policy", device: str = "auto",
-                note: Callable[[str], None] = print, threads: int | None = None) -> dict[str, Any]:
+                note: Callable[[str], None] = print, threads: int | None = None, env: str | None = None,
+                trust_env_code: bool = False) -> dict[str, Any]:
     """Load a run, compare dream and reality, write imagine/{imagine.json,imagine.png,dream.gif}."""
     from . import dream_render
     from .commands import load_agent
@@ -288,7 +289,7 @@ def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int 
     if actions not in ACTION_SOURCES:
         raise ValueError(f"--actions must be one of {', '.join(ACTION_SOURCES)}, got '{actions}'")
     run_dir = Path(run_dir)
-    agent, config = load_agent(run_dir, device, threads)
+    agent, config = load_agent(run_dir, device, threads, env, trust_env_code)
     seed = config.train.seed if seed is None else seed
     trained_h = config.actor_critic.horizon
     if horizon > trained_h:

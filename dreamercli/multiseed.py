@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import queue as queue_module
-import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -85,6 +85,9 @@ def _throttled(send: Callable[[tuple], None], seed: int, every: float = 0.25) ->
 def _local_worker(config: Config, run_dir: str, messages) -> None:
     """Entry point of a spawned worker: train one seed, report progress, then done or error."""
     seed = config.train.seed
+    # A session of its own: a Ctrl-C at the terminal reaches the parent alone, which passes it on
+    # once to each worker (a worker that got it twice would stop at once, without a checkpoint).
+    os.setsid()
     try:
         from .training import train
 
@@ -95,7 +98,11 @@ def _local_worker(config: Config, run_dir: str, messages) -> None:
 
 
 def run_local(jobs: list[tuple[Config, Path]], workers: int) -> dict[int, dict[str, Any]]:
-    """Train the jobs in at most `workers` spawned processes; {seed: {run_dir, summary | error}}."""
+    """Train the jobs in at most `workers` spawned processes; {seed: {run_dir, summary | error}}.
+
+    SIGINT or SIGTERM: passed on to the running workers, which checkpoint and report an
+    interrupted summary; seeds not yet started are left out.
+    """
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
@@ -103,29 +110,42 @@ def run_local(jobs: list[tuple[Config, Path]], workers: int) -> dict[int, dict[s
     pending = list(jobs)
     running: dict[int, Any] = {}
     results: dict[int, dict[str, Any]] = {}
-    with _progress_display() as progress:
-        rows = {cfg.train.seed: progress.add_task(f"seed {cfg.train.seed}", total=cfg.train.steps, eval="-",
-                                                  sps="-", status="waiting") for cfg, _ in jobs}
-        dirs = {cfg.train.seed: run_dir for cfg, run_dir in jobs}
-        while pending or running:
-            while pending and len(running) < workers:
-                cfg, run_dir = pending.pop(0)
-                proc = ctx.Process(target=_local_worker, args=(cfg, str(run_dir), messages), daemon=True)
-                proc.start()
-                running[cfg.train.seed] = proc
-                progress.update(rows[cfg.train.seed], status="running")
-            try:
-                message = messages.get(timeout=0.5)
-            except queue_module.Empty:
-                for seed, proc in list(running.items()):  # a worker killed without a word
-                    if not proc.is_alive() and seed not in results:
-                        message = ("error", seed, f"worker exited with code {proc.exitcode}", "")
-                        _record(message, results, dirs, progress, rows)
-                        running.pop(seed).join()
-                continue
-            _record(message, results, dirs, progress, rows)
-            if message[0] in ("done", "error"):
-                running.pop(message[1]).join()
+
+    def forward(signum: int, frame: Any) -> None:
+        pending.clear()
+        signal.signal(signum, previous[signum])  # a second one stops the parent at once
+        for proc in running.values():
+            if proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _progress_display() as progress:
+            rows = {cfg.train.seed: progress.add_task(f"seed {cfg.train.seed}", total=cfg.train.steps, eval="-",
+                                                      sps="-", status="waiting") for cfg, _ in jobs}
+            dirs = {cfg.train.seed: run_dir for cfg, run_dir in jobs}
+            while pending or running:
+                while pending and len(running) < workers:
+                    cfg, run_dir = pending.pop(0)
+                    proc = ctx.Process(target=_local_worker, args=(cfg, str(run_dir), messages), daemon=True)
+                    proc.start()
+                    running[cfg.train.seed] = proc
+                    progress.update(rows[cfg.train.seed], status="running")
+                try:
+                    message = messages.get(timeout=0.5)
+                except queue_module.Empty:
+                    for seed, proc in list(running.items()):  # a worker killed without a word
+                        if not proc.is_alive() and seed not in results:
+                            message = ("error", seed, f"worker exited with code {proc.exitcode}", "")
+                            _record(message, results, dirs, progress, rows)
+                            running.pop(seed).join()
+                    continue
+                _record(message, results, dirs, progress, rows)
+                if message[0] in ("done", "error"):
+                    running.pop(message[1]).join()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
     return results
 
 
@@ -138,7 +158,8 @@ def _record(message: tuple, results: dict, dirs: dict, progress: Progress, rows:
                         sps=f"{sps:.0f}")
     elif kind == "done":
         results[seed] = {"run_dir": dirs[seed], "summary": message[2]}
-        progress.update(rows[seed], status="[green]done")
+        stopped = message[2].get("interrupted")
+        progress.update(rows[seed], status=f"[yellow]{stopped}" if stopped else "[green]done")
     else:
         results[seed] = {"run_dir": dirs[seed], "error": message[2], "traceback": message[3]}
         progress.update(rows[seed], status="[red]failed")
@@ -152,30 +173,37 @@ def train_to_files(config: Config, board=None) -> tuple[dict[str, bytes], dict[s
     send = (lambda message: board.report.remote(*message)) if board is not None else (lambda message: None)
     with tempfile.TemporaryDirectory(prefix="dreamer-ray-") as tmp:
         run_dir = Path(tmp) / "run"
-        _, summary = train(config, run_dir, on_progress=_throttled(send, seed, every=1.0))
+        try:
+            _, summary = train(config, run_dir, on_progress=_throttled(send, seed, every=1.0))
+        except KeyboardInterrupt:
+            # ray.cancel raises this anywhere in a step, so the step's state is not consistent:
+            # the folder goes back as its last checkpoint left it, which --resume continues.
+            if not (run_dir / runs.CHECKPOINT_FILE).is_file():
+                raise
+            summary = {"env": config.env, "algo": config.algo, "seed": seed, "interrupted": "SIGINT",
+                       "env_steps": _checkpoint_step(run_dir)}
+            runs.write_json(run_dir / runs.SUMMARY_FILE, summary)
         files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
     return files, summary
 
 
+def _checkpoint_step(run_dir: Path) -> int:
+    """The env step of a run folder's last checkpoint."""
+    import json
+
+    return int(json.loads(runs.load_tensors(run_dir / runs.CHECKPOINT_FILE)[1]["state"])["step"])
+
+
 def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
-    """Write a run folder from {relative path: bytes}: into a hidden sibling, then rename into place."""
-    run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.", suffix=".tmp"))
-    try:
+    """Write a run folder from {relative path: bytes}: filled in a hidden sibling, then renamed into place."""
+    def fill(folder: Path) -> None:
         for rel, data in files.items():
-            target = (tmp / rel).resolve()
-            if tmp.resolve() not in target.parents:
+            target = (folder / rel).resolve()
+            if folder.resolve() not in target.parents:
                 raise runs.RunError(f"refusing to write {rel!r} outside the run folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        os.chmod(tmp, 0o777 & ~runs._UMASK)  # mkdtemp makes 0700; match an ordinary folder
-        if run_dir.exists():  # only reachable with --force, which prepare_run_dir checked
-            shutil.rmtree(run_dir)
-        tmp.replace(run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            runs.atomic_write(target, data)
+
+    runs.create_run_dir(Path(run_dir), fill)
 
 
 def import_ray():
@@ -210,6 +238,15 @@ def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[i
 
     task = ray.remote(num_cpus=1)(train_to_files)
     results: dict[int, dict[str, Any]] = {}
+    waiting: list = []
+
+    def cancel(signum: int, frame: Any) -> None:
+        # Each task stops with the folder its last checkpoint left, which --resume continues.
+        signal.signal(signum, previous[signum])
+        for ref in waiting:
+            ray.cancel(ref)
+
+    previous = {s: signal.signal(s, cancel) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         board = Board.remote()
         refs = {task.remote(cfg, board): (cfg.train.seed, run_dir) for cfg, run_dir in jobs}
@@ -218,9 +255,9 @@ def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[i
                                                       eval="-", sps="-", status="queued") for cfg, _ in jobs}
             dirs = {seed: run_dir for seed, run_dir in refs.values()}
             totals = {cfg.train.seed: cfg.train.steps for cfg, _ in jobs}
-            waiting = list(refs)
+            waiting[:] = list(refs)
             while waiting:
-                done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
+                done, waiting[:] = ray.wait(waiting, num_returns=1, timeout=0.5)
                 for message in ray.get(board.snapshot.remote()).values():
                     if message[1] not in results:
                         progress.update(rows[message[1]], status="running")
@@ -237,19 +274,28 @@ def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[i
                         _record(("error", seed, f"{type(cause).__name__}: {cause}", traceback.format_exc()),
                                 results, dirs, progress, rows)
     finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
         if started:
             ray.shutdown()
     return results
 
 
 def report(results: dict[int, dict[str, Any]]) -> int:
-    """Print a line per seed (folder, final eval, or the error); return the exit code."""
-    failed = 0
+    """Print a line per seed (folder, final eval, how to resume, or the error); return the exit code."""
+    from .training import EXIT_CODES
+
+    failed, stopped = 0, None
     for seed in sorted(results):
         r = results[seed]
         if "error" in r:
             failed += 1
             console.print(f"[red]seed {seed} failed:[/red] {r['error']}", markup=True, highlight=False)
+            continue
+        if r["summary"].get("interrupted"):
+            stopped = r["summary"]["interrupted"]
+            console.print(f"seed {seed}: interrupted by {stopped} at env step {r['summary'].get('env_steps')}; "
+                          f"resume with: dreamer train --resume {r['run_dir']}", highlight=False, soft_wrap=True)
             continue
         final = r["summary"].get("final_eval")
         console.print(f"seed {seed}: final eval {'-' if final is None else f'{final:.1f}'}"
@@ -257,7 +303,7 @@ def report(results: dict[int, dict[str, Any]]) -> int:
     for seed in sorted(results):
         if "error" not in results[seed]:
             print(results[seed]["run_dir"])
-    return 1 if failed else 0
+    return EXIT_CODES[stopped] if stopped else 1 if failed else 0
 
 
 def default_workers(n_seeds: int) -> int:

@@ -41,8 +41,28 @@ class FlatAdam:
         """Zero every gradient in place (the views must stay, so never set them to None)."""
         self.param.grad.zero_()
 
-    def step(self) -> torch.Tensor:
-        """Clip the gradient's global norm, take one Adam step; return the norm before clipping."""
+    def step(self) -> bool:
+        """Clip the gradient's global norm and take one Adam step; False (no step) when the norm is NaN or inf.
+
+        A non-finite gradient would write NaN into the weights and into Adam's moments for
+        good, so that step is skipped and the gradient zeroed; the caller counts it.
+        """
         norm = nn.utils.clip_grad_norm_([self.param], self.clip)
+        if not torch.isfinite(norm):
+            self.param.grad.zero_()
+            return False
         self.adam.step()
-        return norm
+        return True
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Adam's moments and step count (empty before the first step), for checkpoints."""
+        return {k: v.detach().cpu().clone() for k, v in self.adam.state.get(self.param, {}).items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what state_tensors() returned."""
+        if tensors:
+            self.adam.state[self.param] = {k: v.to(self.param.device) for k, v in tensors.items()}
+
+    def finite(self) -> bool:
+        """Whether every parameter is a finite number."""
+        return bool(torch.isfinite(self.param).all())

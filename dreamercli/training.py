@@ -1,9 +1,14 @@
-"""The training loop (collect, update, evaluate, log, save) and policy evaluation."""
+"""The training loop in small named steps (collect, learn, log, evaluate, checkpoint), and resume."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import signal
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,189 +16,341 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import runs
+from . import checkpoint, runs
 from .agent import Agent, resolve_device
 from .buffer import ReplayBuffer
-from .config import Config
-from .envs import encode_action, make_env, random_action, spec_of, threshold_of, to_env_action
+from .checkpoint import Diverged
+from .config import Config, to_dict, validate, with_overrides
+from .envs import EnvError, encode_action, make_env, random_action, spec_of, threshold_of, to_env_action
+from .evaluation import EVAL_SEED_OFFSET, evaluate_policy
 from .progress import CostModel, Progress
 
-EVAL_SEED_OFFSET = 10_000  # eval episodes use seeds far from the training env's
+MAX_SKIPS_IN_A_ROW = 50  # updates with NaN/inf in a row before a run is called diverged
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as shells report them
 
 
 @dataclass
-class EvalResult:
-    """Returns of deterministic episodes, with the frames of the first when recorded."""
+class LoopState:
+    """Every counter of the loop: with the networks, replay and RNGs it is all a resume needs."""
 
-    returns: list[float]
-    lengths: list[int]
-    frames: list[np.ndarray] = field(default_factory=list)
+    step: int = 0
+    updates: int = 0
+    episode: int = 0
+    episode_return: float = 0.0
+    owed: float = 0.0  # updates due but not yet run (train_ratio may be fractional)
+    best: float | None = None
+    solved_at: int | None = None
+    last_eval: float | None = None
+    finished: list[float] = field(default_factory=list)  # episode returns since the last log row
+    pending: list[dict[str, float]] = field(default_factory=list)  # update metrics since then
+    skipped_updates: int = 0
+    skipped_in_a_row: int = 0
+    elapsed: float = 0.0  # training seconds before the last checkpoint (earlier processes included)
+    metrics_bytes: int = 0  # size of metrics.jsonl when the checkpoint was written
+    # The env cannot be saved in general, so the current episode is replayed on resume: the
+    # env's generator state before its reset (None: the seeded first reset) and the actions since.
+    episode_reset: dict[str, Any] | None = None
+    episode_actions: list[Any] = field(default_factory=list)
 
-    def stats(self) -> dict[str, float]:
-        """mean, std, min and max of the returns."""
-        r = np.asarray(self.returns, dtype=np.float64)
-        return {"return_mean": float(r.mean()), "return_std": float(r.std()),
-                "return_min": float(r.min()), "return_max": float(r.max()),
-                "length_mean": float(np.mean(self.lengths)), "episodes": len(r)}
 
+class Trainer:
+    """One run: the env, agent, replay, generators and LoopState, stepped by run()."""
 
-def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int,
-                    record: bool = False, batch: int = 16) -> EvalResult:
-    """Run the deterministic policy for some episodes, `batch` envs in lockstep.
+    def __init__(self, config: Config, run_dir: Path | None = None,
+                 on_progress: Callable[[Progress], None] | None = None):
+        tr = config.train
+        self.config, self.tr, self.on_progress = config, tr, on_progress
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        torch.set_num_threads(tr.threads)
+        torch.manual_seed(tr.seed)
+        self.rng = np.random.default_rng(tr.seed)
+        self.env = make_env(config.env, seed=tr.seed, max_episode_steps=tr.max_episode_steps)
+        self.spec = spec_of(self.env)
+        self.threshold = threshold_of(config.env, tr.threshold)
+        self.agent = Agent(config, self.spec, resolve_device(tr.device))
+        self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
+        self.state = LoopState()
+        self.costs = CostModel(tr.steps, tr.prefill, tr.pretrain, tr.train_ratio, tr.eval_every)
+        self.obs: np.ndarray | None = None
+        self.signal: str | None = None
+        self.began = time.perf_counter()
+        self.logged = (0, self.began)  # (step, clock) of the previous log row, for train/sps
+        self.latest_losses: dict[str, float] = {}
 
-    Episode i resets with seed + i, so results do not depend on the batch size. With record,
-    the rgb_array frames of episode 0 are kept.
-    """
-    result = EvalResult([0.0] * episodes, [0] * episodes)
-    for first in range(0, episodes, batch):
-        ids = list(range(first, min(first + batch, episodes)))
-        envs = [make_env(env_id, render_mode="rgb_array" if record and i == 0 else None) for i in ids]
+    # -- starting ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """A fresh run: reset the env, and create the run folder with a step-0 checkpoint."""
+        self.obs = self._reset()
+        if self.run_dir is not None:
+            def fill(folder: Path) -> None:
+                runs.write_config(folder, self.config, self.spec)
+                runs.atomic_write(folder / runs.METRICS_FILE, b"")
+                self._write_checkpoint(folder)
+
+            runs.create_run_dir(self.run_dir, fill)
+
+    def resume(self) -> None:
+        """Restore the last checkpoint of run_dir, cut metrics back to it, replay the open episode."""
+        assert self.run_dir is not None
+        runs.remove_temp_files(self.run_dir)
+        if (self.run_dir / runs.WEIGHTS_FILE).exists():
+            runs.check_safetensors(self.run_dir / runs.WEIGHTS_FILE)  # never pick up a planted pickle
+        ckpt = checkpoint.read(self.run_dir)
+        path = self.run_dir / runs.CHECKPOINT_FILE
+        checkpoint.restore(ckpt, self.agent, self.buffer, self.rng, path)
+        names = {f.name for f in dataclasses.fields(LoopState)}
         try:
-            obs = [env.reset(seed=seed + i)[0] for env, i in zip(envs, ids, strict=True)]
-            if record and first == 0:
-                result.frames.append(envs[0].render())
-            live = list(range(len(ids)))
-            while live:
-                actions = agent.act_batch(np.stack([obs[j] for j in live]), deterministic=True)
-                still = []
-                for j, action in zip(live, actions, strict=True):
-                    obs[j], reward, terminated, truncated, _ = envs[j].step(to_env_action(agent.spec, action))
-                    result.returns[ids[j]] += float(reward)
-                    result.lengths[ids[j]] += 1
-                    if record and ids[j] == 0:
-                        result.frames.append(envs[j].render())
-                    if not (terminated or truncated):
-                        still.append(j)
-                live = still
-        finally:
-            for env in envs:
-                env.close()
-    return result
+            self.state = LoopState(**{k: v for k, v in ckpt.state.items() if k in names})
+        except TypeError as err:
+            raise checkpoint.CheckpointError(f"{path} has a damaged state: {err}") from None
+        runs.truncate_metrics(self.run_dir, self.state.metrics_bytes)
+        (self.run_dir / runs.SUMMARY_FILE).unlink(missing_ok=True)  # the run is open again
+        self.obs = self._replay_episode()
+        self.logged = (self.state.step, self.began)
+
+    def _reset(self) -> np.ndarray:
+        """Start an episode, remembering how, so that resume can start it the same way."""
+        st = self.state
+        st.episode_actions = []
+        if st.step == 0 and st.episode == 0:
+            st.episode_reset = None
+            return self.env.reset(seed=self.tr.seed)[0]
+        st.episode_reset = dict(self.env.unwrapped.np_random.bit_generator.state)
+        return self.env.reset()[0]
+
+    def _replay_episode(self) -> np.ndarray:
+        """Bring a fresh env to where the checkpointed one was: same reset, same actions."""
+        st = self.state
+        obs = self.env.reset(seed=self.tr.seed)[0]
+        if st.episode_reset is not None:
+            self.env.unwrapped.np_random.bit_generator.state = st.episode_reset
+            obs = self.env.reset()[0]
+        for action in st.episode_actions:
+            obs = self._env_step(np.asarray(action, dtype=np.float32 if not self.spec.discrete else np.int64))[0]
+        return obs
+
+    # -- one env step ----------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Step until the configured total (or a signal); return the summary."""
+        tr, st = self.tr, self.state
+        with _signals_to(self):
+            while st.step < tr.steps and self.signal is None:
+                st.step += 1
+                self.collect()
+                self.learn()
+                self.log_and_evaluate()
+                self.costs.end_step(st.step, time.perf_counter())
+                self.report("prefill" if st.step < tr.prefill else "train",
+                            tr.pretrain if st.step >= tr.prefill else 0)
+        if self.signal is not None and not self._checkpoint_due(st.step):
+            self.checkpoint()
+        return self.finish()
+
+    def collect(self) -> None:
+        """One env step with a random (prefill) or policy action, stored in replay."""
+        st, began = self.state, time.perf_counter()
+        action = random_action(self.spec, self.rng) if st.step <= self.tr.prefill else self.agent.act(self.obs)
+        next_obs, reward, terminated, truncated = self._env_step(action)
+        st.episode_actions.append(action.tolist())
+        self.buffer.add(self.obs, encode_action(self.spec, action), reward, next_obs, terminated, st.episode)
+        st.episode_return += reward
+        self.obs = next_obs
+        if terminated or truncated:
+            st.finished.append(st.episode_return)
+            st.episode, st.episode_return = st.episode + 1, 0.0
+            self.obs = self._reset()
+        self.costs.add("step", time.perf_counter() - began)
+
+    def _env_step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        """env.step with the agent's action; an env that raises becomes one EnvError line."""
+        try:
+            obs, reward, terminated, truncated, _ = self.env.step(to_env_action(self.spec, action))
+        except Exception as err:
+            raise EnvError(f"environment '{self.config.env}' raised at env step {self.state.step}: "
+                           f"{type(err).__name__}: {err}") from None
+        return obs, float(reward), bool(terminated), bool(truncated)
+
+    def learn(self) -> None:
+        """World-model pretraining at the end of the prefill, then train_ratio updates per step."""
+        tr, st = self.tr, self.state
+        if st.step == max(tr.prefill, 1):
+            # Fit the model to the prefill data first: an actor trained in an untrained model
+            # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
+            for i in range(tr.pretrain):
+                began = time.perf_counter()
+                metrics = self._update(behave=False)
+                self.costs.add("pretrain", time.perf_counter() - began)
+                self.report("pretrain", i + 1, {"wm/loss": metrics["wm/loss"]} if metrics else {})
+        if st.step >= tr.prefill:
+            st.owed += tr.train_ratio
+            while st.owed >= 1.0:
+                began = time.perf_counter()
+                metrics = self._update()
+                if metrics is not None:
+                    st.pending.append(metrics)
+                self.costs.add("update", time.perf_counter() - began)
+                st.owed -= 1.0
+
+    def _update(self, behave: bool = True) -> dict[str, float] | None:
+        """One agent update on a replayed batch, counting (and surviving) NaN or inf ones."""
+        st = self.state
+        batch = self.buffer.sample(self.tr.batch_size, self.config.world_model.seq_len, self.rng, self.agent.device)
+        metrics = self.agent.update(batch, behave=behave)
+        st.updates += 1
+        if metrics is not None:
+            st.skipped_in_a_row = 0
+            return metrics
+        st.skipped_updates += 1
+        st.skipped_in_a_row += 1
+        if st.skipped_updates == 1:
+            warnings.warn(f"step {st.step}: an update had NaN or inf in a loss or gradient and was skipped "
+                          "(counted as train/skipped_updates)", RuntimeWarning, stacklevel=2)
+        if st.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
+            where = f"; the last good checkpoint is in {self.run_dir}" if self.run_dir else ""
+            raise Diverged(f"training diverged at env step {st.step}: {st.skipped_in_a_row} updates in a row "
+                           f"had NaN or inf in a loss or gradient{where}")
+        return None
+
+    # -- logging, evaluation, checkpoints --------------------------------------------------------
+
+    def log_and_evaluate(self) -> None:
+        """A metrics row every log_every steps, an evaluation every eval_every, then a checkpoint."""
+        tr, st = self.tr, self.state
+        rows = []
+        if st.step % tr.log_every == 0 or st.step == tr.steps:
+            rows.append(self.log_row())
+        evaluate = (tr.eval_every and st.step % tr.eval_every == 0) or st.step == tr.steps
+        if evaluate:
+            rows.append(self.evaluate())
+        if self.run_dir is not None and rows:
+            st.metrics_bytes = runs.append_metrics(self.run_dir, rows)
+        if self._checkpoint_due(st.step):
+            self.checkpoint()
+
+    def _checkpoint_due(self, step: int) -> bool:
+        every = self.tr.checkpoint_every or self.tr.eval_every
+        return step == self.tr.steps or (bool(every) and step % every == 0)
+
+    def log_row(self) -> dict[str, Any]:
+        """Training metrics averaged since the previous row."""
+        st, now = self.state, time.perf_counter()
+        row: dict[str, Any] = {"step": st.step, "time": self.seconds(), "train/episodes": st.episode,
+                               "train/sps": (st.step - self.logged[0]) / max(now - self.logged[1], 1e-9),
+                               "train/skipped_updates": st.skipped_updates}
+        self.logged = (st.step, now)
+        if st.finished:
+            row["train/episode_return"] = float(np.mean(st.finished))
+        if st.pending:
+            row.update({k: float(np.mean([m[k] for m in st.pending])) for k in st.pending[0]})
+            self.latest_losses = {k: row[k] for k in ("wm/loss", "ac/actor_loss") if k in row}
+        st.finished, st.pending = [], []
+        return row
+
+    def evaluate(self) -> dict[str, Any]:
+        """Deterministic episodes on separate envs; the row also says how long they took."""
+        st, began = self.state, time.perf_counter()
+        stats = evaluate_policy(self.agent, self.config.env, self.tr.eval_episodes,
+                                seed=self.tr.seed + EVAL_SEED_OFFSET, max_episode_steps=self.tr.max_episode_steps
+                                ).stats()
+        # Evaluation time, so benchmarks can count training seconds alone.
+        stats["seconds"] = time.perf_counter() - began
+        self.costs.add("eval", stats["seconds"])
+        st.last_eval = stats["return_mean"]
+        st.best = st.last_eval if st.best is None else max(st.best, st.last_eval)
+        if st.solved_at is None and self.threshold is not None and st.last_eval >= self.threshold:
+            st.solved_at = st.step
+        return {"step": st.step, "time": self.seconds(), **{f"eval/{k}": v for k, v in stats.items()}}
+
+    def checkpoint(self) -> None:
+        """weights.safetensors (for evaluate) and checkpoint.safetensors (for resume), atomically."""
+        if self.run_dir is not None:
+            began = time.perf_counter()
+            self._write_checkpoint(self.run_dir)
+            self.costs.add("eval", time.perf_counter() - began)
+
+    def _write_checkpoint(self, folder: Path) -> None:
+        state = dataclasses.replace(self.state, elapsed=self.seconds())
+        checkpoint.write(folder, self.agent, self.buffer, self.rng, dataclasses.asdict(state))
+        runs.save_weights(folder, self.agent.weights())
+
+    def seconds(self) -> float:
+        """Training seconds so far, those of earlier (resumed) processes included."""
+        return self.state.elapsed + time.perf_counter() - self.began
+
+    def report(self, phase: str, pretrained: int, losses: dict[str, float] | None = None) -> None:
+        """Tell on_progress where the loop is."""
+        if self.on_progress is None:
+            return
+        st = self.state
+        self.on_progress(Progress(st.step, self.tr.steps, st.episode, st.last_eval,
+                                  self.latest_losses if losses is None else losses,
+                                  0.0 if phase == "pretrain" else self.costs.sps, phase, pretrained,
+                                  self.tr.pretrain, self.costs.seconds_left(st.step, pretrained)))
+
+    def finish(self) -> dict[str, Any]:
+        """Close the env; write summary.json (and curves.png at the end); return the summary."""
+        self.env.close()
+        st = self.state
+        summary = {"env": self.config.env, "algo": self.config.algo, "seed": self.tr.seed,
+                   "env_steps": st.step, "episodes": st.episode, "wall_seconds": self.seconds(),
+                   "final_eval": st.last_eval, "best_eval": st.best, "threshold": self.threshold,
+                   "steps_to_threshold": st.solved_at, "updates": st.updates,
+                   "skipped_updates": st.skipped_updates}
+        if self.signal is not None:
+            summary["interrupted"] = self.signal
+        if self.run_dir is not None:
+            runs.write_json(self.run_dir / runs.SUMMARY_FILE, summary)
+            if self.signal is None:
+                from .plotting import plot_run
+
+                plot_run(self.run_dir)
+        return summary
 
 
-def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = rows[0].keys() if rows else []
-    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+@contextlib.contextmanager
+def _signals_to(trainer: Trainer) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the loop to stop after the current step; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (Ray task threads, notebooks)
+        return
+    previous = {s: signal.getsignal(s) for s in SIGNAL_NAMES}
+
+    def handler(signum: int, frame: Any) -> None:
+        trainer.signal = SIGNAL_NAMES[signal.Signals(signum)]
+        signal.signal(signum, previous[signum])
+
+    for s in SIGNAL_NAMES:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def train(config: Config, run_dir: Path | None = None,
           on_progress: Callable[[Progress], None] | None = None) -> tuple[Agent, dict[str, Any]]:
     """Train an agent as config says; write the run folder if run_dir is given; return the summary."""
-    tr = config.train
-    torch.set_num_threads(tr.threads)
-    torch.manual_seed(tr.seed)
-    rng = np.random.default_rng(tr.seed)
-    device = resolve_device(tr.device)
-    env = make_env(config.env, seed=tr.seed)
-    spec = spec_of(env)
-    threshold = threshold_of(config.env, tr.threshold)
-    agent = Agent(config, spec, device)
-    buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), spec.obs_dim, spec.action_dim)
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_config(run_dir, config, spec)
+    trainer = Trainer(config, run_dir, on_progress)
+    trainer.start()
+    return trainer.agent, trainer.run()
 
-    rows: list[dict[str, Any]] = []
-    pending: list[dict[str, float]] = []
-    finished: list[float] = []
-    start = time.perf_counter()
-    costs = CostModel(tr.steps, tr.prefill, tr.pretrain, tr.train_ratio, tr.eval_every)
-    logged_step, logged_time = 0, start  # the previous metrics row, for train/sps over the window
-    owed, updates, episode, episode_return = 0.0, 0, 0, 0.0
-    best, solved_at, last_eval = None, None, None
-    obs, _ = env.reset(seed=tr.seed)
 
-    def evaluate_now(step: int) -> None:
-        nonlocal best, solved_at, last_eval
-        began = time.perf_counter()
-        stats = evaluate_policy(agent, config.env, tr.eval_episodes,
-                                seed=tr.seed + EVAL_SEED_OFFSET).stats()
-        if run_dir is not None:  # a checkpoint, so an interrupted run can still be used
-            runs.save_weights(run_dir, agent.weights())
-        # Evaluation and checkpoint time, so benchmarks can count training seconds alone.
-        stats["seconds"] = time.perf_counter() - began
-        costs.add("eval", stats["seconds"])
-        last_eval = stats["return_mean"]
-        best = last_eval if best is None else max(best, last_eval)
-        if solved_at is None and threshold is not None and last_eval >= threshold:
-            solved_at = step
-        rows.append({"step": step, "time": time.perf_counter() - start,
-                     **{f"eval/{k}": v for k, v in stats.items()}})
-
-    def report(step: int, phase: str, pretrained: int, losses: dict[str, float] | None = None) -> None:
-        if on_progress is None:
-            return
-        if losses is None:
-            latest = next((r for r in reversed(rows) if "wm/loss" in r), {})
-            losses = {k: latest[k] for k in ("wm/loss", "ac/actor_loss") if k in latest}
-        on_progress(Progress(step, tr.steps, episode, last_eval, losses,
-                             0.0 if phase == "pretrain" else costs.sps, phase, pretrained, tr.pretrain,
-                             costs.seconds_left(step, pretrained)))
-
-    for step in range(1, tr.steps + 1):
-        began = time.perf_counter()
-        if step <= tr.prefill:
-            action = random_action(spec, rng)
-        else:
-            action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(to_env_action(spec, action))
-        buffer.add(obs, encode_action(spec, action), float(reward), next_obs, terminated, episode)
-        episode_return += float(reward)
-        obs = next_obs
-        if terminated or truncated:
-            finished.append(episode_return)
-            episode, episode_return = episode + 1, 0.0
-            obs, _ = env.reset()
-        costs.add("step", time.perf_counter() - began)
-
-        if step == max(tr.prefill, 1):
-            # Fit the model to the prefill data first: an actor trained in an untrained model
-            # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
-            for i in range(tr.pretrain):
-                began = time.perf_counter()
-                metrics = agent.update(buffer.sample(tr.batch_size, config.world_model.seq_len, rng, device),
-                                       behave=False)
-                costs.add("pretrain", time.perf_counter() - began)
-                report(step, "pretrain", i + 1, {"wm/loss": metrics["wm/loss"]})
-            updates += tr.pretrain
-        if step >= tr.prefill:
-            owed += tr.train_ratio
-            while owed >= 1.0:
-                began = time.perf_counter()
-                batch = buffer.sample(tr.batch_size, config.world_model.seq_len, rng, device)
-                pending.append(agent.update(batch))
-                costs.add("update", time.perf_counter() - began)
-                owed -= 1.0
-                updates += 1
-
-        if step % tr.log_every == 0 or step == tr.steps:
-            now = time.perf_counter()
-            row: dict[str, Any] = {"step": step, "time": now - start, "train/episodes": episode,
-                                   "train/sps": (step - logged_step) / (now - logged_time)}
-            logged_step, logged_time = step, now
-            if finished:
-                row["train/episode_return"] = float(np.mean(finished))
-                finished = []
-            row.update(_mean_rows(pending))
-            pending = []
-            rows.append(row)
-        if (tr.eval_every and step % tr.eval_every == 0) or step == tr.steps:
-            evaluate_now(step)
-        if run_dir is not None and (step % tr.log_every == 0 or step == tr.steps):
-            runs.write_metrics(run_dir, rows)
-        costs.end_step(step, time.perf_counter())
-        report(step, "prefill" if step < tr.prefill else "train", tr.pretrain if step >= tr.prefill else 0)
-    env.close()
-
-    wall = time.perf_counter() - start
-    summary = {"env": config.env, "algo": config.algo, "seed": tr.seed, "env_steps": tr.steps,
-               "episodes": episode, "wall_seconds": wall, "final_eval": last_eval,
-               "best_eval": best, "threshold": threshold, "steps_to_threshold": solved_at,
-               "updates": updates}
-    if run_dir is not None:
-        runs.write_json(run_dir / runs.SUMMARY_FILE, summary)
-        from .plotting import plot_run
-
-        plot_run(run_dir)
-    return agent, summary
+def resume(run_dir: Path, steps: int | None = None,
+           on_progress: Callable[[Progress], None] | None = None) -> Trainer:
+    """A Trainer restored from run_dir's last checkpoint, to run on to its (or a new) step total."""
+    run_dir = Path(run_dir)
+    config, _ = runs.load_config(run_dir)
+    if steps is not None and steps != config.train.steps:
+        config = validate(with_overrides(config, {"steps": steps}))
+    done = int(checkpoint.read(run_dir).state.get("step", 0))  # checked before anything is changed
+    if done > config.train.steps:
+        raise runs.RunError(f"{run_dir} is already at env step {done}, past --steps {steps}")
+    trainer = Trainer(config, run_dir, on_progress)
+    trainer.resume()
+    if steps is not None:  # so that a second resume aims for the same total
+        runs.write_json(run_dir / runs.CONFIG_FILE, to_dict(config))
+    return trainer

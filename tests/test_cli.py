@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -105,3 +106,43 @@ def test_evaluate_sets_the_runs_threads_or_the_option(cartpole_run):
         assert bad.exit_code == 2 and "threads must be > 0" in bad.output
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_runs_config_json_sets_the_env_unless_a_flag_does(pendulum_run, tmp_path):
+    result = runner.invoke(app, ["train", "--config", str(pendulum_run / "config.json"), "--steps", "120",
+                                 "--runs-dir", str(tmp_path), "--name", "again"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["env"] == "Pendulum-v1"
+    result = tiny_train(tmp_path, "--config", str(pendulum_run / "config.json"), "--name", "flag")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "flag" / "config.json").read_text())["env"] == "CartPole-v1"
+
+
+def test_force_replaces_the_old_run_folder_as_a_whole(tmp_path):
+    assert tiny_train(tmp_path, "--name", "run").exit_code == 0
+    assert runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--episodes", "1", "--render"]).exit_code == 0
+    assert (tmp_path / "run" / "eval.json").is_file() and (tmp_path / "run" / "videos").is_dir()
+    result = tiny_train(tmp_path, "--name", "run", "--force", "--seed", "4")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "eval.json").exists() and not (tmp_path / "run" / "videos").exists()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["seed"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temp folder left beside it
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders anyway")
+def test_read_only_folders_answer_in_one_line(cartpole_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cartpole_run, run)
+    run.chmod(0o555)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        result = runner.invoke(app, ["evaluate", str(run), "--episodes", "1"])
+        assert result.exit_code == 2 and "cannot write in" in result.output
+        result = tiny_train(locked, "--name", "x")
+        assert result.exit_code == 2 and "not writable" in result.output
+    finally:
+        run.chmod(0o755)
+        locked.chmod(0o755)

@@ -95,7 +95,8 @@ def test_a_never_ending_env_is_cut_at_its_step_limit(tmp_path):
     run = tmp_path / "never-ends"
     runs.write_config(run, config, spec)
     runs.save_weights(run, agent.weights())
-    report = run_imagine(run, horizon=10, rollouts=2, device="cpu", note=lambda _: None)
+    report = run_imagine(run, horizon=10, rollouts=2, device="cpu", note=lambda _: None,
+                         env="custom_env:NeverEnds")
     assert report["metrics"]["rollouts_left"] == [2] * 7 + [0] * 3
 
 
@@ -168,7 +169,7 @@ def test_cli_imagine_writes_all_outputs(untrained_run):
 def test_env_without_state_renderer_falls_back_to_plots(untrained_run):
     run = untrained_run("custom_env:Reach")
     result = runner.invoke(app, ["imagine", str(run), "--horizon", "3", "--rollouts", "2",
-                                 "--actions", "random"])
+                                 "--actions", "random", "--env", "custom_env:Reach"])
     assert result.exit_code == 0, result.output
     assert "no state renderer" in result.output and "line plots" in result.output
     assert Image.open(run / "imagine" / "dream.gif").n_frames == 2 * 4

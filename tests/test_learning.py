@@ -3,7 +3,8 @@
 import pytest
 
 from dreamercli.config import from_preset, with_overrides
-from dreamercli.training import evaluate_policy, train
+from dreamercli.evaluation import evaluate_policy
+from dreamercli.training import train
 
 
 @pytest.mark.slow

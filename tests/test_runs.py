@@ -11,12 +11,16 @@ from dreamercli.envs import make_env, spec_of
 
 def test_run_folder_is_complete_and_loadable(cartpole_run):
     names = {p.name for p in cartpole_run.iterdir()}
-    assert {"config.json", "weights.safetensors", "metrics.jsonl", "summary.json", "curves.png"} <= names
-    assert not [n for n in names if n.endswith(".tmp")]
+    assert {"config.json", "run.json", "weights.safetensors", "checkpoint.safetensors", "metrics.jsonl",
+            "summary.json", "curves.png"} <= names
+    assert not [n for n in names if ".tmp" in n]
     config, spec = runs.load_config(cartpole_run)
     assert config.env == "CartPole-v1" and spec.discrete and spec.obs_dim == 4
-    data = json.loads((cartpole_run / "config.json").read_text())
-    assert data["schema_version"] == 1 and "dreamer_version" in data
+    meta = json.loads((cartpole_run / "run.json").read_text())
+    assert meta["schema_version"] == 2 and "dreamer_version" in meta and meta["env_spec"]["obs_dim"] == 4
+    # config.json holds the config alone, so it can be passed back as --config
+    assert set(json.loads((cartpole_run / "config.json").read_text())) == {
+        "env", "algo", "preset", "world_model", "actor_critic", "train"}
     summary = json.loads((cartpole_run / "summary.json").read_text())
     for key in ("final_eval", "env_steps", "wall_seconds", "best_eval", "steps_to_threshold", "threshold"):
         assert key in summary
@@ -63,7 +67,7 @@ def test_not_a_run_folder(tmp_path):
     with pytest.raises(runs.RunError, match="not a dreamer run folder"):
         runs.load_config(tmp_path)
     (tmp_path / "config.json").write_text("{broken")
-    with pytest.raises(runs.RunError, match="not a valid dreamer config"):
+    with pytest.raises(runs.RunError, match=r"config\.json is not valid JSON"):
         runs.load_config(tmp_path)
 
 

@@ -4,7 +4,8 @@ from conftest import tiny
 from dreamercli import runs
 from dreamercli.agent import Agent
 from dreamercli.envs import make_env, spec_of
-from dreamercli.training import evaluate_policy, train
+from dreamercli.evaluation import evaluate_policy
+from dreamercli.training import train
 
 
 def metrics_without_timing(run_dir):

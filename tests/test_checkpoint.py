@@ -1,0 +1,129 @@
+"""Checkpoints and resume: an interrupted run, resumed, is the uninterrupted one; NaN guards."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny
+
+from dreamercli import checkpoint, runs
+from dreamercli.buffer import ReplayBuffer
+from dreamercli.optim import FlatAdam
+from dreamercli.training import LoopState, resume, train
+
+TIMING = {"time", "train/sps", "eval/seconds"}
+
+
+class Crash(Exception):
+    """Stands in for a kill: the loop stops between two env steps, after its last checkpoint."""
+
+
+def crash_at(step):
+    def on_progress(p):
+        if p.step >= step:
+            raise Crash()
+    return on_progress
+
+
+def rows_without_timings(run_dir):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run_dir)]
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_interrupted_and_resumed_equals_uninterrupted(env, tmp_path):
+    # tiny: checkpoints at steps 150 and 300; the crash at 230 loses steps 151-230, which the
+    # resume redoes from the checkpoint (Pendulum: mid-episode, so the env is replayed).
+    config = tiny(env)
+    train(config, tmp_path / "whole")
+    with pytest.raises(Crash):
+        train(config, tmp_path / "cut", on_progress=crash_at(230))
+    cut = tmp_path / "cut"
+    assert max(r["step"] for r in runs.read_metrics(cut)) == 150 + 50  # a log row past the checkpoint
+    trainer = resume(cut)
+    assert (trainer.state.step, len(trainer.buffer)) == (150, 150)
+    trainer.run()
+    assert rows_without_timings(cut) == rows_without_timings(tmp_path / "whole")
+    whole, resumed = runs.load_weights(tmp_path / "whole"), runs.load_weights(cut)
+    assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert json.loads((cut / "summary.json").read_text())["env_steps"] == config.train.steps
+
+
+def test_resume_to_a_new_total_appends_rows_once(tmp_path):
+    run = tmp_path / "run"
+    train(tiny("CartPole-v1"), run)
+    before = list(runs.read_metrics(run))
+    trainer = resume(run, steps=450)
+    assert trainer.state.step == 300
+    summary = trainer.run()
+    rows = list(runs.read_metrics(run))
+    assert rows[:len(before)] == before
+    steps = [(r["step"], "eval/return_mean" in r) for r in rows]
+    assert len(steps) == len(set(steps)), "a row was written twice"
+    assert rows[-1]["step"] == 450 and summary["env_steps"] == 450
+    assert runs.load_config(run)[0].train.steps == 450  # a second resume aims for the same total
+
+
+def test_a_checkpoint_holds_optimisers_replay_and_rngs(cartpole_run):
+    ckpt = checkpoint.read(cartpole_run)
+    assert ckpt.part("opt/world_model")["exp_avg"].shape == ckpt.part("opt/world_model")["exp_avg_sq"].shape
+    assert {"actor", "critic"} <= {k.split("/")[1] for k in ckpt.tensors if k.startswith("opt/")}
+    assert len(ckpt.part("replay")["rewards"]) == ckpt.state["step"] == tiny("CartPole-v1").train.steps
+    assert ckpt.tensors["rng/torch"].dtype == torch.uint8 and "state" in ckpt.numpy_rng
+    assert set(LoopState.__dataclass_fields__) <= set(ckpt.state)
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line(cartpole_run, tmp_path):
+    path = tmp_path / runs.CHECKPOINT_FILE
+    path.write_bytes((cartpole_run / runs.CHECKPOINT_FILE).read_bytes()[:5000])
+    with pytest.raises(runs.RunError) as err:
+        checkpoint.read(tmp_path)
+    assert "checkpoint.safetensors" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_replay_into_a_larger_buffer_keeps_time_order():
+    small = ReplayBuffer(4, 1, 1)
+    for t in range(6):  # wraps: slots hold steps 4, 5, 2, 3
+        small.add(np.array([t]), np.zeros(1), float(t), np.array([t]), False, 0)
+    big = ReplayBuffer(10, 1, 1)
+    big.load_arrays(small.arrays(), small.cursor, small.capacity)
+    assert big.rewards[:4].tolist() == [2, 3, 4, 5] and (big.size, big.cursor) == (4, 4)
+    same = ReplayBuffer(4, 1, 1)
+    same.load_arrays(small.arrays(), small.cursor, small.capacity)
+    assert same.rewards.tolist() == small.rewards.tolist() and same.cursor == small.cursor
+
+
+def test_flat_adam_skips_a_non_finite_gradient_and_restores_its_state():
+    net = torch.nn.Linear(3, 2)
+    opt = FlatAdam(net, lr=1e-2, clip=1.0)
+    net(torch.ones(1, 3)).sum().backward()
+    assert opt.step()
+    before = opt.param.detach().clone()
+    opt.zero_grad()
+    (net(torch.ones(1, 3)).sum() * float("nan")).backward()
+    assert not opt.step()
+    assert torch.equal(opt.param, before) and not opt.param.grad.any()
+    twin = FlatAdam(torch.nn.Linear(3, 2), lr=1e-2, clip=1.0)
+    twin.load_state_tensors(opt.state_tensors())
+    assert torch.equal(twin.adam.state[twin.param]["exp_avg"], opt.adam.state[opt.param]["exp_avg"])
+
+
+def test_nan_updates_are_skipped_counted_and_warned_once(tmp_path):
+    config = tiny("faulty_envs:NanReward")
+    with pytest.warns(RuntimeWarning, match="skipped") as caught:
+        agent, summary = train(config, tmp_path / "run")
+    assert len([w for w in caught if "skipped" in str(w.message)]) == 1
+    assert summary["skipped_updates"] > 0 and agent.finite()
+    rows = list(runs.read_metrics(tmp_path / "run"))
+    assert rows[-2]["train/skipped_updates"] == summary["skipped_updates"]
+    # no NaN (written as null) reached a loss: skipped updates leave no metrics
+    assert all(v is not None for r in rows for k, v in r.items() if k.startswith(("wm/", "ac/")))
+
+
+def test_repeated_nan_updates_stop_the_run_with_finite_weights_on_disk(tmp_path):
+    config = tiny("faulty_envs:NanObsAfter", steps=1000, train_ratio=1.0)
+    with pytest.warns(RuntimeWarning), pytest.raises(checkpoint.Diverged, match="in a row"):
+        train(config, tmp_path / "run")
+    weights = runs.load_weights(tmp_path / "run")
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    assert checkpoint.read(tmp_path / "run").state["step"] > 0

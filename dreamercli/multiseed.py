@@ -267,7 +267,7 @@ def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[i
                     try:
                         files, summary = ray.get(ref)
                         write_run_files(run_dir, files)
-                        progress.update(rows[seed], completed=totals[seed])
+                        progress.update(rows[seed], completed=summary.get("env_steps", totals[seed]))
                         _record(("done", seed, summary), results, dirs, progress, rows)
                     except Exception as err:
                         cause = getattr(err, "cause", None) or err  # RayTaskError wraps the worker's error

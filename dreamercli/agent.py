@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .actor_critic import ActorCritic
 from .buffer import SequenceBatch
 from .config import Config
 from .envs import EnvSpec
+from .learners.imagination import ActorCritic
+from .models import WorldModel
 from .optim import FlatAdam
-from .world_model import WorldModel
 
 GRAD_CLIP = {"world_model": 100.0, "actor": 100.0, "critic": 100.0}
 

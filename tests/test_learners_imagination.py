@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dreamercli.actor_critic import Actor, ActorCritic, lambda_return
 from dreamercli.config import ActorCriticConfig
+from dreamercli.learners.imagination import Actor, ActorCritic, lambda_return
 
 
 def test_lambda_return_hand_worked():

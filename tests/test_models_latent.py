@@ -3,7 +3,7 @@ import torch
 
 from dreamercli.buffer import random_replay
 from dreamercli.config import WorldModelConfig
-from dreamercli.world_model import WorldModel
+from dreamercli.models import WorldModel
 
 
 def pendulum_buffer(steps=600, seed=0):

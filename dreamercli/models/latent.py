@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import WorldModelConfig
-from .nets import gaussian, gaussian_kl, gaussian_nll, mlp, run_layers, symexp, symlog, zero_output
+from ..config import WorldModelConfig
+from ..nets import gaussian, gaussian_kl, gaussian_nll, mlp, run_layers, symexp, symlog, zero_output
 
 
 class Imagined(NamedTuple):

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ActorCriticConfig
-from .nets import mlp, symexp, symlog, zero_output
+from ..config import ActorCriticConfig
+from ..nets import mlp, symexp, symlog, zero_output
 
 UNIMIX = 0.01  # share of the uniform distribution mixed into discrete policies
 STD_MIN, STD_MAX = 0.1, 1.0  # bounds of the continuous policy's pre-tanh std

@@ -21,15 +21,151 @@ def three_seeds(root, label, values_per_seed):
             for seed, values in enumerate(values_per_seed)]
 
 
-def test_plot_run_writes_curves_png_with_a_panel_per_area(tmp_path):
+def test_plot_run_writes_curves_png_with_returns_first(tmp_path):
     (run,) = three_seeds(tmp_path, "a", [[1, 2, 3]])
     out = plotting.plot_run(run)
     assert out == run / "curves.png" and out.read_bytes()[:8] == PNG
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "curves.png", "metrics.jsonl", "run.json",
+                                                     "summary.json"]  # runs.write_figure left no temp file
     width, height = Image.open(out).size
     assert width > 1000 and height > 400
-    # returns, the wm losses, then train/sps: one panel per key outside wm/ac
-    panels = plotting._run_panels(load_runs([run])[0])
-    assert panels == [("world-model losses", ["wm/loss"]), ("train/sps", ["train/sps"])]
+    keys = plotting.available_keys(load_runs([run]))
+    assert plotting.panel_groups(keys) == [
+        ("returns: evaluation and training episodes", ["eval/return_mean", "eval/return_std"]),
+        ("world model: total loss and the prior's NLL", ["wm/loss"]),
+        ("training: env steps per second", ["train/sps"])]
+
+
+# What each key measures, written here independently of plotting.py: a panel holds one kind only.
+KIND = {"wm/loss": "loss", "wm/prior_nll": "loss", "wm/consistency": "loss", "wm/recon": "loss",
+        "wm/recon_open_loop": "loss", "wm/reward_loss": "loss", "wm/cont_loss": "loss", "wm/kl_rep": "loss",
+        "wm/kl": "loss", "wm/prior_std": "spread", "wm/open_loop_obs_err": "abs error",
+        "ac/actor_loss": "loss", "ac/critic_loss": "loss", "ac/entropy": "entropy",
+        "ac/imagined_return": "return", "ac/return_scale": "return", "ac/imagined_reward": "reward",
+        "sac/q_loss": "loss", "sac/actor_loss": "loss", "sac/alpha": "temperature", "sac/entropy": "entropy",
+        "sac/q_mean": "return", "hybrid/err_1": "relative error", "hybrid/err_k": "relative error",
+        "hybrid/branch_length": "length", "hybrid/imag_weight": "share", "hybrid/real_share": "share",
+        "eval/length_mean": "length", "eval/seconds": "seconds", "train/episodes": "count",
+        "train/skipped_updates": "count", "train/sps": "speed"}
+RETURN_KEYS = ["eval/return_mean", "eval/return_std", "eval/return_min", "eval/return_max", "eval/episodes",
+               "train/episode_return"]
+
+
+def every_area_run(root):
+    """A run folder whose rows carry wm/, ac/, sac/, hybrid/, eval/ and train/ keys at realistic scales."""
+    run_dir = make_run(root, "all-s0", 0, [(100, 10.0)], env="Pendulum-v1", threshold=-200.0)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, step in enumerate(range(100, 3001, 100)):
+        t = step / 3000
+        decay = float(np.exp(-5 * t))
+        row = {"step": step, "time": step / 50, "train/sps": 2000.0 if i == 0 else 60.0, "train/episodes": step // 200,
+               "train/skipped_updates": 0, "train/episode_return": -1400 + 1200 * t,
+               "wm/loss": 6 * decay - 2 * t, "wm/prior_nll": -2.5 * t, "wm/consistency": 4 * decay,
+               "wm/recon": 0.5 * decay + 0.01, "wm/recon_open_loop": 0.6 * decay + 0.02,
+               "wm/reward_loss": 0.1 * decay ** 3 + 1e-5, "wm/cont_loss": 0.3 * decay + 0.01, "wm/kl_rep": 0.05,
+               "wm/kl": 4.0 - t, "wm/prior_std": 0.6 * decay + 0.05, "wm/open_loop_obs_err": 0.4 * decay + 0.05,
+               "ac/actor_loss": float(rng.normal(0, 0.01)), "ac/critic_loss": 0.05 + 0.02 * t, "ac/entropy": 0.68,
+               "ac/imagined_return": -300 + 250 * t, "ac/return_scale": 300 - 100 * t, "ac/imagined_reward": -6 + 5 * t,
+               "sac/q_loss": 50 * decay + 0.5, "sac/actor_loss": 280 - 250 * t, "sac/alpha": 0.2 * decay,
+               "sac/entropy": -0.5 - t, "sac/q_mean": -280 + 250 * t,
+               # the guard logs NaN (null in metrics.jsonl) until its window has errors to compare
+               "hybrid/err_1": None if i < 3 else 0.2 + 0.3 * decay,
+               "hybrid/err_k": None if i < 3 else 0.6 + 1.5 * decay,
+               "hybrid/branch_length": min(5, i // 3), "hybrid/imag_weight": min(1.0, 1.5 * t),
+               "hybrid/real_share": max(0.5, 1 - t)}
+        rows.append(row)
+        if i % 5 == 4:
+            rows.append({"step": step, "time": step / 50 + 1, "eval/return_mean": -1400 + 1200 * t,
+                         "eval/return_std": 80.0, "eval/return_min": -1550 + 1200 * t,
+                         "eval/return_max": -1280 + 1200 * t,
+                         "eval/episodes": 5, "eval/length_mean": 200.0, "eval/seconds": 1.2})
+    runs.write_metrics(run_dir, rows)
+    return run_dir
+
+
+def test_every_area_is_drawn_once_in_panels_of_one_kind_and_scale(tmp_path):
+    run_dir = every_area_run(tmp_path)
+    run = load_runs([run_dir])[0]
+    keys = plotting.available_keys([run])
+    assert set(keys) == set(KIND) | set(RETURN_KEYS)
+    groups = plotting.panel_groups(keys)
+    shown = [k for _, panel_keys in groups for k in panel_keys]
+    assert sorted(shown) == sorted(keys)  # every logged key exactly once
+    assert groups[0] == ("returns: evaluation and training episodes", RETURN_KEYS)
+    titles = [title for title, _ in groups]
+    assert len(set(titles)) == len(titles)
+    for title, panel_keys in groups[1:]:
+        assert 1 <= len(panel_keys) <= plotting.MAX_LINES, title
+        assert len({KIND[k] for k in panel_keys}) == 1, (title, panel_keys)
+    panel_of = {k: title for title, panel_keys in groups for k in panel_keys}
+    assert panel_of["ac/imagined_return"] != panel_of["ac/actor_loss"]
+    assert panel_of["sac/q_mean"] != panel_of["sac/q_loss"]
+    assert panel_of["hybrid/err_1"] == panel_of["hybrid/err_k"]
+    assert panel_of["hybrid/imag_weight"] == panel_of["hybrid/real_share"]
+    assert dict(groups)[panel_of["hybrid/branch_length"]] == ["hybrid/branch_length"]
+
+    out = plotting.plot_run(run_dir)
+    assert out.read_bytes()[:8] == PNG
+    width, height = Image.open(out).size
+    assert width <= 2000 and height <= 4000  # three columns, not one endless strip
+
+    fig = plotting.figure(run)
+    try:
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert [ax.get_title() for ax in axes] == titles
+        assert fig.axes[0].get_gridspec().ncols == 3
+        for ax, (title, panel_keys) in zip(axes, groups, strict=True):
+            lines = ax.get_lines()
+            assert 1 <= len(lines) <= plotting.MAX_LINES, title
+            assert len({str(line.get_color()) for line in lines}) == len(lines), title  # a colour each
+            legend = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert len(legend) == len(set(legend)) >= len(lines), title
+            if ax is axes[0]:
+                continue
+            assert all(any(label.startswith(k) for label in legend) for k in panel_keys), title
+            if ax.get_yscale() == "linear":  # one scale: no line lives far below the others
+                peaks = [np.nanmax(np.abs(np.asarray(line.get_ydata(), float))) for line in lines]
+                assert max(peaks) <= 100 * max(min(peaks), 1e-3), (title, peaks)
+        by_title = dict(zip(titles, axes, strict=True))
+        returns = by_title[groups[0][0]]
+        threshold = [line for line in returns.get_lines() if line.get_label() == "threshold -200"]
+        assert len(threshold) == 1 and threshold[0].get_ydata()[0] == -200
+        trust = by_title[panel_of["hybrid/err_1"]]
+        (reference,) = [line for line in trust.get_lines() if line.get_label() == "reference: next obs = this obs"]
+        assert list(reference.get_ydata()) == [1.0, 1.0] and reference.get_linestyle() == "--"
+        lo, hi = by_title[panel_of["hybrid/real_share"]].get_ylim()
+        assert lo <= 0 < 1 <= hi <= 1.1
+        for key in ("wm/reward_loss", "wm/consistency", "sac/q_loss", "sac/alpha", "train/sps"):
+            assert by_title[panel_of[key]].get_yscale() == "log", key  # positive, spanning decades
+        for key in ("wm/loss", "ac/actor_loss", "sac/actor_loss", "ac/imagined_return"):
+            assert by_title[panel_of[key]].get_yscale() == "linear", key  # signs change or one decade
+    finally:
+        plotting.plt.close(fig)
+
+
+def test_unknown_keys_are_grouped_by_area_and_kind_and_a_crowded_kind_is_split():
+    keys = [f"new/{c}_loss" for c in "abcdefg"] + ["new/real_fraction", "new/mystery", "hybrid/err_4"]
+    groups = plotting.panel_groups(keys)
+    assert groups == [
+        ("returns: evaluation and training episodes", []),
+        ("model trust: prediction error relative to 'nothing changes'", ["hybrid/err_4"]),
+        ("new/mystery", ["new/mystery"]),
+        ("new: losses (1/2)", [f"new/{c}_loss" for c in "abcde"]),
+        ("new: losses (2/2)", ["new/f_loss", "new/g_loss"]),
+        ("new: shares in [0, 1]", ["new/real_fraction"])]
+
+
+def test_zero_losses_stay_in_sight_on_a_symlog_axis(tmp_path):
+    (run,) = three_seeds(tmp_path, "a", [[1, 2, 3]])
+    runs.write_metrics(run, [{"step": s, "time": s, "wm/reward_loss": v, "wm/cont_loss": 0.5}
+                             for s, v in ((100, 0.1), (200, 0.0), (300, 1e-4))])
+    fig = plotting.figure(load_runs([run])[0])
+    try:
+        assert fig.axes[1].get_title() == "world model: reward, continuation and KL terms"
+        assert fig.axes[1].get_yscale() == "symlog"
+    finally:
+        plotting.plt.close(fig)
 
 
 def test_plot_run_survives_broken_lines_and_warns(tmp_path):

@@ -1,0 +1,135 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dreamercli.learners.imagination import Actor
+from dreamercli.learners.sac import SAC, SACSettings, TransitionBatch
+from dreamercli.nets import symlog
+from dreamercli.optim import FlatAdam
+
+KEYS = {"sac/q_loss", "sac/actor_loss", "sac/alpha", "sac/entropy", "sac/q_mean"}
+DIMS = {True: (4, 2), False: (3, 1)}  # CartPole-v1, Pendulum-v1
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: a second thread only waits on the first, and on shared cores far longer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(discrete: bool, **overrides) -> tuple[SAC, Actor]:
+    """A small SAC over an actor built the way the agent builds it."""
+    cfg = dataclasses.replace(SACSettings(), sac_hidden=32, sac_batch=16, **overrides)
+    obs_dim, action_dim = DIMS[discrete]
+    actor = Actor(obs_dim, cfg.sac_hidden, action_dim, discrete, cfg.sac_layers)
+    return SAC(cfg, obs_dim, action_dim, discrete, actor, FlatAdam(actor, cfg.sac_lr, 100.0)), actor
+
+
+def random_batch(discrete: bool, size: int = 16, reward: torch.Tensor | None = None) -> TransitionBatch:
+    obs_dim, action_dim = DIMS[discrete]
+    if discrete:
+        actions = F.one_hot(torch.randint(action_dim, (size,)), action_dim).float()
+    else:
+        actions = torch.rand(size, action_dim) * 2 - 1
+    return TransitionBatch(torch.randn(size, obs_dim) * 3, actions,
+                           torch.randn(size) if reward is None else reward,
+                           torch.randn(size, obs_dim) * 3, (torch.rand(size) < 0.2).float())
+
+
+def snapshot(*modules: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for m in modules for p in m.parameters()]
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("critics", [2, 3])
+def test_update_shapes_and_metrics(discrete, critics):
+    torch.manual_seed(0)
+    sac, _ = build(discrete, sac_critics=critics)
+    action_dim = DIMS[discrete][1]
+    batch = random_batch(discrete)
+    f = sac.features(batch.obs)
+    assert torch.equal(f, symlog(batch.obs))
+    x = f if discrete else torch.cat([f, batch.actions], -1)
+    assert sac.critics.q(x).shape == (critics, 16, action_dim if discrete else 1)
+    metrics = sac.update(batch)
+    assert metrics is not None and set(metrics) == KEYS
+    assert all(isinstance(v, float) and v == v for v in metrics.values()), metrics
+    assert metrics["sac/alpha"] == pytest.approx(sac.log_alpha.exp().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_target_critics_move_by_tau(discrete):
+    torch.manual_seed(1)
+    sac, _ = build(discrete, sac_tau=0.1)
+    before = snapshot(sac.target_critics)
+    assert sac.update(random_batch(discrete)) is not None
+    tau = sac.cfg.sac_tau
+    for old, new, online in zip(before, sac.target_critics.parameters(), sac.critics.parameters(), strict=True):
+        assert not new.requires_grad
+        assert torch.allclose(new, old + tau * (online - old), atol=1e-6)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_actor_loss_reaches_only_the_actor(discrete):
+    torch.manual_seed(2)
+    sac, actor = build(discrete)
+    losses, _ = sac.losses(random_batch(discrete))
+    losses["actor_loss"].backward()
+    assert sac.critic_opt.param.grad.abs().sum() == 0  # the critics are read, never pushed up
+    assert sac.alpha_opt.param.grad.abs().sum() == 0
+    assert actor.net[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_critic_fits_a_known_reward(discrete):
+    torch.manual_seed(3)
+    sac, _ = build(discrete, sac_dropout=0.0, sac_lr=3e-3)
+    batch = random_batch(discrete, reward=torch.linspace(-2.0, 2.0, 16))
+    batch = batch._replace(terminated=torch.ones(16))  # no bootstrap: Q(s, a) should reach r exactly
+    first = sac.update(batch)["sac/q_loss"]
+    for _ in range(300):
+        last = sac.update(batch)["sac/q_loss"]
+    assert last < 0.05 * first, (first, last)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_non_finite_reward_changes_nothing(discrete):
+    torch.manual_seed(4)
+    sac, actor = build(discrete)
+    sac.update(random_batch(discrete))  # Adam moments exist, so a stray step would show
+    before = snapshot(sac, actor)
+    for bad in (float("nan"), float("inf")):
+        reward = torch.randn(16)
+        reward[3] = bad
+        assert sac.update(random_batch(discrete, reward=reward)) is None
+        for old, new in zip(before, snapshot(sac, actor), strict=True):
+            assert torch.equal(old, new)
+    assert sac.update(random_batch(discrete)) is not None  # and the next good batch trains again
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_trains_the_agents_actor(discrete):
+    torch.manual_seed(5)
+    sac, actor = build(discrete)
+    assert sac.actor is actor
+    assert not any(isinstance(m, Actor) for m in sac.modules())  # no policy of its own
+    assert not any(key.startswith("actor") for key in sac.state_dict())  # nor its weights
+    assert {"critics.weights.0", "target_critics.weights.0", "log_alpha"} <= set(sac.state_dict())
+    before = snapshot(actor)
+    sac.update(random_batch(discrete))
+    assert any(not torch.equal(old, new) for old, new in zip(before, snapshot(actor), strict=True))
+
+
+def test_temperature_follows_the_entropy():
+    torch.manual_seed(6)
+    sac, _ = build(True)
+    sac.target_entropy = 10.0  # unreachable: the temperature can only rise
+    start = sac.log_alpha.item()
+    for _ in range(5):
+        sac.update(random_batch(True))
+    assert sac.log_alpha.item() > start

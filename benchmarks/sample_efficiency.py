@@ -23,6 +23,7 @@ to --out. Needs the bench extra: pip install -e '.[bench]'.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -42,14 +43,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
-METHODS = {"CartPole-v1": ("dreamer", "ppo", "dqn"), "Pendulum-v1": ("dreamer", "sac", "td3")}
-BUDGETS = {"CartPole-v1": {"dreamer": 6_000, "ppo": 50_000, "dqn": 50_000},
-           "Pendulum-v1": {"dreamer": 5_000, "sac": 10_000, "td3": 20_000}}
+OURS = ("dreamer", "model-free", "mbpo", "hybrid")  # dreamer's --algo values, each with default settings
+METHODS = {"CartPole-v1": (*OURS, "ppo", "dqn"), "Pendulum-v1": (*OURS, "sac", "td3")}
+BUDGETS = {"CartPole-v1": {**dict.fromkeys(OURS, 6_000), "ppo": 50_000, "dqn": 50_000},
+           "Pendulum-v1": {**dict.fromkeys(OURS, 5_000), "sac": 10_000, "td3": 20_000}}
 SEEDS = [0, 1, 2, 3, 4]
 EVAL_EVERY, EVAL_EPISODES = 500, 10
 # --smoke: the pipeline end to end in seconds; nothing learns to threshold at these sizes.
 # SAC and TD3 stay short: one of their updates takes tens of ms on a busy core.
-SMOKE_BUDGETS = {"dreamer": 300, "ppo": 600, "dqn": 450, "sac": 200, "td3": 200}
+SMOKE_BUDGETS = {**dict.fromkeys(OURS, 300), "ppo": 600, "dqn": 450, "sac": 200, "td3": 200}
 SMOKE_EVAL_EVERY, SMOKE_EVAL_EPISODES = 150, 2
 
 
@@ -123,13 +125,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
     return out
 
 
-def ratios(methods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
-    """dreamer's median / the best baseline's (lowest median, reached on a majority), per measure."""
+def ratios(methods: dict[str, dict[str, Any]], algo: str = "dreamer") -> dict[str, dict[str, Any] | None]:
+    """algo's median / the best baseline's (lowest median, reached on a majority), per measure."""
     out: dict[str, dict[str, Any] | None] = {}
     for measure in ("steps", "seconds"):
-        ours = methods.get("dreamer", {}).get(measure, {}).get("median")
+        ours = methods.get(algo, {}).get(measure, {}).get("median")
         rivals = {m: e[measure]["median"] for m, e in methods.items()
-                  if m != "dreamer" and e[measure]["median"] is not None}
+                  if m not in OURS and e[measure]["median"] is not None}
         if ours is None or not rivals:
             out[measure] = None
             continue
@@ -166,14 +168,15 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                          f"| {_cell(e['steps'], '.0f')} | {_cell(e['seconds'], '.1f')} "
                          f"| {_cell(e['final'], '.1f')} | {total} | {e['errors']} |")
         lines.append("")
-        for measure, label in (("steps", "env steps"), ("seconds", "training seconds")):
-            r = ratios(methods)[measure]
-            if r is None or r["ratio"] is None:
-                lines.append(f"- dreamer / best baseline in {label}: n/a (dreamer or every baseline "
-                             "did not reach on most seeds)")
-            else:
-                lines.append(f"- dreamer / best baseline in {label}: **{r['ratio']:.2f}** "
-                             f"({r['dreamer']:.4g} vs {r['baseline']} {r['best']:.4g}; below 1 favours dreamer)")
+        for algo in (m for m in OURS if m in methods):
+            for measure, label in (("steps", "env steps"), ("seconds", "training seconds")):
+                r = ratios(methods, algo)[measure]
+                if r is None or r["ratio"] is None:
+                    lines.append(f"- {algo} / best baseline in {label}: n/a ({algo} or every baseline "
+                                 "did not reach on most seeds)")
+                else:
+                    lines.append(f"- {algo} / best baseline in {label}: **{r['ratio']:.2f}** "
+                                 f"({r['dreamer']:.4g} vs {r['baseline']} {r['best']:.4g}; below 1 favours {algo})")
         lines.append("")
     return "\n".join(lines)
 
@@ -198,7 +201,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
     envs = list(dict.fromkeys(r["env"] for r in records))
     fig, axes = plt.subplots(len(envs), 2, figsize=(12, 4.2 * len(envs)), squeeze=False)
-    colours = {m: f"C{i}" for i, m in enumerate(("dreamer", "ppo", "dqn", "sac", "td3"))}
+    colours = {m: f"C{i}" for i, m in enumerate((*OURS, "ppo", "dqn", "sac", "td3"))}
     for row, env in zip(axes, envs, strict=True):
         for col, (key, label) in enumerate((("step", "env steps"), ("train_seconds", "training seconds"))):
             ax = row[col]
@@ -251,19 +254,29 @@ def git_state() -> dict[str, Any]:
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+class Solved(Exception):
+    """--stop-at-threshold: the run reached the threshold, so its remaining budget is not spent."""
+
+
 def run_dreamer(task: dict[str, Any]) -> dict[str, Any]:
-    """Train dreamer through the real training loop; its curve comes from metrics.jsonl."""
+    """Train one of dreamer's algos through the real training loop; its curve comes from metrics.jsonl."""
     from dreamercli import config as cfg
     from dreamercli.runs import read_metrics
     from dreamercli.training import train
 
-    overrides = {"env": task["env"], "seed": task["seed"], "steps": task["budget"],
+    overrides = {"env": task["env"], "algo": task["method"], "seed": task["seed"], "steps": task["budget"],
                  "eval_every": task["every"], "eval_episodes": task["episodes"], "threads": 1}
     config = cfg.validate(cfg.with_overrides(cfg.from_preset(task["preset"]), overrides))
     run_dir = Path(task["run_dir"])
     shutil.rmtree(run_dir, ignore_errors=True)  # a stale metrics.jsonl must not leak in
+
+    def stop_when_solved(p: Any) -> None:
+        if task.get("stop") and p.last_eval is not None and p.last_eval >= task["threshold"]:
+            raise Solved()
+
     began = time.perf_counter()
-    train(config, run_dir)
+    with contextlib.suppress(Solved):
+        train(config, run_dir, on_progress=stop_when_solved)
     return {"curve": dreamer_curve(list(read_metrics(run_dir))), "wall_seconds": time.perf_counter() - began,
             "settings": {"preset": task["preset"], **overrides, "run_dir": str(run_dir)}}
 
@@ -275,7 +288,7 @@ def worker(task_json: str) -> None:
         import torch
 
         torch.set_num_threads(1)
-        if task["method"] == "dreamer":
+        if task["method"] in OURS:
             result = run_dreamer(task)
         else:
             from baselines import run_sb3  # beside this file, on sys.path when run as a script
@@ -330,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--budget", action="append", default=[], metavar="[ENV:]METHOD=STEPS")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: the pipeline in seconds")
+    parser.add_argument("--stop-at-threshold", action="store_true",
+                        help="screening: end dreamer's runs at their first eval at the threshold (their final "
+                             "eval is then that one)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -354,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     tasks.append({"method": method, "env": env, "seed": seed, "threshold": THRESHOLDS[env],
                                   "budget": budgets[env][method], "every": every, "episodes": episodes,
                                   "smoke": args.smoke, "preset": "tiny" if args.smoke else "default",
+                                  "stop": args.stop_at_threshold,
                                   "run_dir": str(out / "runs" / name), "result": str(out / "logs" / f"{name}.json")})
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": shlex.join(["python", "benchmarks/sample_efficiency.py", *argv]),

@@ -8,11 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .buffer import SequenceBatch
+from .buffer import SequenceBatch, TransitionBatch
 from .config import Config
 from .envs import EnvSpec
-from .learners.imagination import ActorCritic
+from .learners.imagination import Actor, ActorCritic
+from .learners.sac import SAC
 from .models import WorldModel
+from .nets import symlog
 from .optim import FlatAdam
 
 GRAD_CLIP = {"world_model": 100.0, "actor": 100.0, "critic": 100.0}
@@ -28,21 +30,49 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Agent(nn.Module):
-    """Dreamer-lite: a latent world model and an actor-critic trained in its imagination."""
+    """One world model (none for model-free) composed with its learners, by config.algo.
+
+    - dreamer: the actor reads latents and learns in imagination only.
+    - model-free: the actor reads observations and learns by SAC on real transitions.
+    - mbpo: as model-free, on real and branched model transitions (learners/branched.py).
+    - hybrid: one actor reading observations, trained by SAC on real and branched data and by
+      the imagination actor-critic on decoded latents; the model-trust guard sets how much.
+    """
 
     def __init__(self, config: Config, spec: EnvSpec, device: torch.device | str = "cpu"):
         super().__init__()
         self.config, self.spec = config, spec
-        wm, ac = config.world_model, config.actor_critic
-        self.world_model = WorldModel(wm, spec.obs_dim, spec.action_dim)
-        self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
-                                        wm.hidden_layers)
+        wm, ac, ln, algo = config.world_model, config.actor_critic, config.learner, config.algo
         self.device = torch.device(device)
+        self.world_model = None if algo == "model-free" else WorldModel(wm, spec.obs_dim, spec.action_dim)
+        obs_actor = None if algo == "dreamer" else Actor(spec.obs_dim, ln.sac_hidden, spec.action_dim,
+                                                         spec.discrete, ln.sac_layers)
+        if algo in ("dreamer", "hybrid"):
+            self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
+                                            wm.hidden_layers, actor=obs_actor)
+            self.actor = None
+        else:
+            self.actor_critic, self.actor = None, obs_actor
         self.to(self.device)
         # After .to(device): the optimisers pack each network's parameters into flat tensors.
-        self.wm_opt = FlatAdam(self.world_model, wm.wm_lr, GRAD_CLIP["world_model"])
-        self.actor_opt = FlatAdam(self.actor_critic.actor, ac.actor_lr, GRAD_CLIP["actor"])
-        self.critic_opt = FlatAdam(self.actor_critic.critic, ac.critic_lr, GRAD_CLIP["critic"])
+        self.wm_opt = None if self.world_model is None else FlatAdam(self.world_model, wm.wm_lr,
+                                                                      GRAD_CLIP["world_model"])
+        self.actor_opt = FlatAdam(self.policy, ac.actor_lr if algo == "dreamer" else ln.sac_lr, GRAD_CLIP["actor"])
+        self.critic_opt = None if self.actor_critic is None else FlatAdam(self.actor_critic.critic, ac.critic_lr,
+                                                                           GRAD_CLIP["critic"])
+        self.sac = None if algo == "dreamer" else SAC(ln, spec.obs_dim, spec.action_dim, spec.discrete,
+                                                       self.policy, self.actor_opt)
+
+    @property
+    def policy(self) -> Actor:
+        """The one actor that acts (and that every learner of this algo trains)."""
+        return self.actor_critic.actor if self.actor_critic is not None else self.actor
+
+    def policy_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the policy reads: the posterior mean (dreamer) or symlog observations."""
+        if self.config.algo == "dreamer":
+            return self.world_model.encode_mean(obs)
+        return symlog(obs)
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """The agent-side action for one observation: an index, or a vector in [-1, 1]."""
@@ -52,31 +82,27 @@ class Agent(nn.Module):
     def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for a batch of observations (n, obs): indices (n,) or vectors (n, act)."""
         o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        z = self.world_model.encode_mean(o)  # act on the posterior mean
-        actor = self.actor_critic.actor
+        x = self.policy_input(o)
+        actor = self.policy
         if deterministic:
-            action = actor.mode(z)
+            action = actor.mode(x)
         else:
-            action = actor.rollout_action(z, actor.noise(z.shape[:1], z.device))[0]
+            action = actor.rollout_action(x, actor.noise(x.shape[:1], x.device))[0]
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
+
+    def update_sac(self, batch: TransitionBatch) -> dict[str, float] | None:
+        """One off-policy update on a batch of transitions; None if it was skipped (NaN or inf)."""
+        return self.sac.update(batch)
 
     def update(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float] | None:
         """One gradient step of the world model, then (with behave) of the actor and critic.
 
         None when a loss or gradient was NaN or inf: that update changed no weight.
         """
-        metrics: dict[str, float] = {}
-        # -- world model on replayed sequences ------------------------------------------------
-        losses, wm_metrics, post = self.world_model.loss(*batch)
-        total = sum(losses.values())
-        self.wm_opt.zero_grad()
-        total.backward()
-        if not self.wm_opt.step():
+        metrics, post = self.update_world_model(batch)
+        if metrics is None:
             return None  # its latents would carry the NaN into the actor-critic too
-        metrics.update({f"wm/{k}": v.item() for k, v in losses.items()})
-        metrics["wm/loss"] = total.item()
-        metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
         # -- actor-critic in imagination from replayed latents ---------------------------------
         if behave:
             ac_metrics = self.behave(post.detach().flatten(0, 1))
@@ -84,6 +110,23 @@ class Agent(nn.Module):
                 return None
             metrics.update(ac_metrics)
         return metrics
+
+    def update_world_model(self, batch: SequenceBatch) -> tuple[dict[str, float] | None, torch.Tensor | None]:
+        """One gradient step of the world model on replayed sequences: its metrics and posterior latents."""
+        losses, wm_metrics, post = self.world_model.loss(*batch)
+        total = sum(losses.values())
+        self.wm_opt.zero_grad()
+        total.backward()
+        if not self.wm_opt.step():
+            return None, None
+        metrics = {f"wm/{k}": v.item() for k, v in losses.items()}
+        metrics["wm/loss"] = total.item()
+        metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
+        return metrics, post
+
+    def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the policy reads of an imagined latent: z itself, or (hybrid) its decoding in symlog units."""
+        return z if self.config.algo == "dreamer" else self.world_model.decoder(z)
 
     def behave(self, latents: torch.Tensor) -> dict[str, float] | None:
         """Imagine from a random subset of latents (N, latent); update actor, then critic."""
@@ -98,7 +141,7 @@ class Agent(nn.Module):
         def policy(z: torch.Tensor) -> torch.Tensor:
             # The actor sees a detached latent; continuous actions carry gradients into the
             # next latents (dynamics backpropagation). Log-probs are scored after the rollout.
-            action, std = ac.actor.rollout_action(z.detach(), noise[len(stds)])
+            action, std = ac.actor.rollout_action(self.imagined_input(z.detach()), noise[len(stds)])
             stds.append(std)
             return action
 
@@ -115,7 +158,9 @@ class Agent(nn.Module):
         finally:
             wm.requires_grad_(True)
         if discrete:
-            logp, entropy = ac.actor.log_prob(z, a)  # (H, N)
+            with torch.no_grad():  # the decoder is part of the fixed simulator
+                seen = self.imagined_input(z)
+            logp, entropy = ac.actor.log_prob(seen, a)  # (H, N)
         else:
             logp = ac.actor.squashed_log_prob(a, torch.stack(stds), noise)  # (H, N)
             entropy = -logp  # single-sample entropy estimate of the squashed Gaussian
@@ -158,7 +203,10 @@ class Agent(nn.Module):
 
     def optimisers(self) -> dict[str, FlatAdam]:
         """The optimisers by stable name (part of the checkpoint format)."""
-        return {"world_model": self.wm_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+        opts = {"world_model": self.wm_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+        if self.sac is not None:
+            opts.update(self.sac.optimisers())
+        return {k: v for k, v in opts.items() if v is not None}
 
     def finite(self) -> bool:
         """Whether every weight (and slow copy) is a finite number."""

@@ -22,6 +22,21 @@ class SequenceBatch(NamedTuple):
     mask: torch.Tensor  # (B, L), bool
 
 
+class TransitionBatch(NamedTuple):
+    """Single transitions, for the off-policy learner; truncation is not termination."""
+
+    obs: torch.Tensor  # (B, obs)
+    actions: torch.Tensor  # (B, act), one-hot or in [-1, 1]
+    rewards: torch.Tensor  # (B,)
+    next_obs: torch.Tensor  # (B, obs)
+    terminated: torch.Tensor  # (B,), 1.0 where the episode ended in a terminal state
+
+
+def concat(a: TransitionBatch, b: TransitionBatch) -> TransitionBatch:
+    """Two batches as one (real and branched transitions in one learner batch)."""
+    return TransitionBatch(*(torch.cat([x, y]) for x, y in zip(a, b, strict=True)))
+
+
 class ReplayBuffer:
     """A ring buffer of transitions with episode ids, so sequences never cross episodes."""
 
@@ -47,6 +62,25 @@ class ReplayBuffer:
         self.rewards[i], self.terminated[i], self.episode[i] = reward, float(terminated), episode
         self.cursor = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+
+    def add_batch(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                  terminated: np.ndarray) -> None:
+        """Store n transitions at once (branched rollouts), overwriting the oldest when full."""
+        n = len(rewards)
+        index = (self.cursor + np.arange(n)) % self.capacity
+        self.obs[index], self.actions[index], self.next_obs[index] = obs, actions, next_obs
+        self.rewards[index], self.terminated[index], self.episode[index] = rewards, terminated, -1
+        self.cursor = int((self.cursor + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample_transitions(self, batch_size: int, rng: np.random.Generator,
+                           device: torch.device) -> TransitionBatch:
+        """Uniformly chosen single transitions."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        i = rng.integers(0, self.size, size=batch_size)
+        return TransitionBatch(*(torch.as_tensor(x[i], device=device) for x in (
+            self.obs, self.actions, self.rewards, self.next_obs, self.terminated)))
 
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "episode")
 

@@ -46,9 +46,13 @@ class Checkpoint:
         return {k[cut:]: v for k, v in self.tensors.items() if k.startswith(prefix + "/")}
 
 
-def write(run_dir: Path, agent: Agent, buffer: ReplayBuffer, rng: np.random.Generator,
-          state: dict[str, Any]) -> None:
-    """Write checkpoint.safetensors atomically; Diverged (and nothing written) if a weight is not finite."""
+def write(run_dir: Path, agent: Agent, buffers: dict[str, ReplayBuffer], rng: np.random.Generator,
+          state: dict[str, Any], extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write checkpoint.safetensors atomically; Diverged (and nothing written) if a weight is not finite.
+
+    buffers: the real replay ("replay") and, for mbpo and hybrid, the branched one ("model_replay");
+    extra: other tensors by full name (the trust guard's window).
+    """
     from safetensors.torch import save
 
     if not agent.finite():
@@ -56,13 +60,17 @@ def write(run_dir: Path, agent: Agent, buffer: ReplayBuffer, rng: np.random.Gene
     tensors = {f"weights/{k}": v for k, v in agent.weights().items()}
     for name, opt in agent.optimisers().items():
         tensors.update({f"opt/{name}/{k}": v for k, v in opt.state_tensors().items()})
-    tensors.update({f"replay/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in buffer.arrays().items()})
+    layout = {}
+    for name, buffer in buffers.items():
+        tensors.update({f"{name}/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in buffer.arrays().items()})
+        layout[name] = [buffer.cursor, buffer.capacity]
+    tensors.update(extra or {})
     tensors["rng/torch"] = torch.get_rng_state()
     if agent.device.type == "cuda":
         tensors["rng/cuda"] = torch.cuda.get_rng_state(agent.device)
     metadata = {
         "format": str(FORMAT_VERSION),
-        "state": json.dumps({**state, "replay_cursor": buffer.cursor, "replay_capacity": buffer.capacity}),
+        "state": json.dumps({**state, "buffers": layout}),
         "numpy_rng": json.dumps(rng.bit_generator.state),
     }
     runs.atomic_write(Path(run_dir) / runs.CHECKPOINT_FILE, save(tensors, metadata=metadata))
@@ -85,18 +93,20 @@ def read(run_dir: Path) -> Checkpoint:
     return Checkpoint(tensors, state, numpy_rng)
 
 
-def restore(ckpt: Checkpoint, agent: Agent, buffer: ReplayBuffer, rng: np.random.Generator,
+def restore(ckpt: Checkpoint, agent: Agent, buffers: dict[str, ReplayBuffer], rng: np.random.Generator,
             path: Path) -> None:
-    """Load weights, optimiser states, replay and RNG states into freshly built objects."""
+    """Load weights, optimiser states, replay buffers and RNG states into freshly built objects."""
     try:
         agent.load_weights(ckpt.part("weights"))
         for name, opt in agent.optimisers().items():
             opt.load_state_tensors(ckpt.part(f"opt/{name}"))
-        replay = {k: v.numpy() for k, v in ckpt.part("replay").items()}
-        missing = sorted(set(ReplayBuffer.FIELDS) - set(replay))
-        if missing:
-            raise ValueError(f"replay field(s) missing: {', '.join(missing)}")
-        buffer.load_arrays(replay, int(ckpt.state["replay_cursor"]), int(ckpt.state["replay_capacity"]))
+        for name, buffer in buffers.items():
+            arrays = {k: v.numpy() for k, v in ckpt.part(name).items()}
+            missing = sorted(set(ReplayBuffer.FIELDS) - set(arrays))
+            if missing:
+                raise ValueError(f"{name} field(s) missing: {', '.join(missing)}")
+            cursor, capacity = ckpt.state["buffers"][name]
+            buffer.load_arrays(arrays, int(cursor), int(capacity))
         rng.bit_generator.state = ckpt.numpy_rng
         torch.set_rng_state(ckpt.tensors["rng/torch"])
         if agent.device.type == "cuda" and "rng/cuda" in ckpt.tensors:

@@ -28,6 +28,13 @@ class Preset(str, Enum):
     tiny = "tiny"
 
 
+class Algo(str, Enum):
+    dreamer = "dreamer"
+    model_free = "model-free"
+    mbpo = "mbpo"
+    hybrid = "hybrid"
+
+
 class ImagNoise(str, Enum):
     auto = "auto"
     mean = "mean"
@@ -46,12 +53,17 @@ def fail(message: str) -> None:
 
 # Hyperparameter options; each name is the config field it sets.
 HP = "Hyperparameters (default: the preset's value)"
+LP = "Off-policy learner and model-trust guard (model-free, mbpo, hybrid)"
 
 
 @app.command()
 def train(
     env: Annotated[str | None, typer.Option(
         help="Gymnasium id or module:Class [default: the --config file's, else CartPole-v1].")] = None,
+    algo: Annotated[Algo | None, typer.Option(
+        help="dreamer: policy trained in imagination only; model-free: SAC on real transitions, no world "
+             "model; mbpo: SAC on real and branched model transitions; hybrid: one policy trained by both, "
+             "as far as the model-trust guard allows.", show_default="dreamer")] = None,
     steps: Annotated[int | None, typer.Option(help="Env steps to train for.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of torch, numpy and the env.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Folder that holds run folders [default: runs].")] = None,
@@ -112,6 +124,21 @@ def train(
     max_episode_steps: Annotated[int | None, typer.Option(
         help="Step limit of an env that registers none.", rich_help_panel=HP)] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.", rich_help_panel=HP)] = None,
+    sac_ratio: Annotated[float | None, typer.Option(help="SAC updates per env step.", rich_help_panel=LP)] = None,
+    sac_batch: Annotated[int | None, typer.Option(help="Transitions per SAC update.", rich_help_panel=LP)] = None,
+    sac_hidden: Annotated[int | None, typer.Option(help="Width of SAC's networks.", rich_help_panel=LP)] = None,
+    sac_lr: Annotated[float | None, typer.Option(help="SAC learning rate.", rich_help_panel=LP)] = None,
+    sac_discount: Annotated[float | None, typer.Option(help="SAC's discount gamma.", rich_help_panel=LP)] = None,
+    real_share: Annotated[float | None, typer.Option(
+        help="Least share of real transitions in a SAC batch (when the model is fully trusted).",
+        rich_help_panel=LP)] = None,
+    branch_length: Annotated[int | None, typer.Option(
+        help="Longest branched rollout; the guard picks 0 up to this.", rich_help_panel=LP)] = None,
+    branch_starts: Annotated[int | None, typer.Option(
+        help="Real states that start branched rollouts, per env step.", rich_help_panel=LP)] = None,
+    trust_threshold: Annotated[float | None, typer.Option(
+        help="Model error / 'nothing changes' error at or below which the model is trusted.",
+        rich_help_panel=LP)] = None,
     seeds: Annotated[str | None, typer.Option(
         help="Train several seeds, a run folder each: '0 1 2', '0,1,2' or '0-9'.", rich_help_panel=MS)] = None,
     workers: Annotated[int | None, typer.Option(

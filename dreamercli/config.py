@@ -71,6 +71,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LearnerConfig:
+    """The off-policy learner on real (and branched) transitions, and the model-trust guard.
+
+    Used by --algo model-free, mbpo and hybrid; names start with sac_ so none repeats another
+    section's (the learner's discount is sac_discount, not a second `discount`).
+    """
+
+    sac_hidden: int = 128  # width of the SAC actor's and critics' hidden layers
+    sac_layers: int = 2  # their hidden layers
+    sac_lr: float = 3e-4  # Adam learning rate of the critics and of the actor they train
+    sac_batch: int = 128  # transitions per SAC update
+    sac_discount: float = 0.99  # the learner's gamma
+    sac_tau: float = 0.005  # rate at which the target critics follow the critics
+    sac_dropout: float = 0.01  # dropout in the critics (DroQ), which with LayerNorm lets sac_ratio be high
+    sac_critics: int = 2  # critics in the ensemble; targets use the min of two of them
+    sac_ratio: float = 10.0  # SAC updates per env step once the prefill is done
+    sac_alpha: float = 0.2  # initial entropy temperature, then tuned toward a target entropy
+    real_share: float = 0.5  # share of real transitions in a SAC batch when the model is fully trusted
+    branch_length: int = 5  # longest branched rollout through the model (the guard picks 0..this)
+    branch_starts: int = 32  # replayed real states that start branched rollouts, per env step
+    model_buffer_size: int = 50_000  # branched transitions kept
+    trust_threshold: float = 0.2  # model error / reference error at or below which a model counts as useful
+    trust_window: int = 200  # env steps of fresh transitions over which the guard measures errors
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; stored verbatim as config.json."""
 
@@ -80,11 +106,14 @@ class Config:
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
 
 
-ALGOS = ("dreamer",)
+# dreamer: imagination only; model-free: SAC on real data, no world model; mbpo: SAC on real and
+# branched model data; hybrid: one policy trained by both, as far as the model-trust guard allows.
+ALGOS = ("dreamer", "model-free", "mbpo", "hybrid")
 IMAG_NOISE = ("auto", "mean", "sample")
-SECTIONS = ("world_model", "actor_critic", "train")
+SECTIONS = ("world_model", "actor_critic", "train", "learner")
 TOP_LEVEL = ("env", "algo", "preset")
 
 # Presets are overlays of the one default config, keyed by field name.
@@ -247,6 +276,23 @@ def validate(config: Config) -> Config:
                         "checkpoint_every": tr.checkpoint_every,
                         "entropy": ac.entropy, "consistency": wm.consistency,
                         "kl_rep": wm.kl_rep}.items():
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
+    ln = config.learner
+    for name, value in {"sac_hidden": ln.sac_hidden, "sac_layers": ln.sac_layers, "sac_lr": ln.sac_lr,
+                        "sac_batch": ln.sac_batch, "sac_alpha": ln.sac_alpha, "branch_starts": ln.branch_starts,
+                        "model_buffer_size": ln.model_buffer_size, "trust_window": ln.trust_window}.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+    for name, value in {"sac_discount": ln.sac_discount, "sac_tau": ln.sac_tau, "real_share": ln.real_share,
+                        "trust_threshold": ln.trust_threshold}.items():
+        if not 0 < value <= 1:
+            raise ConfigError(f"{name} must be in (0, 1], got {value}")
+    if not 0 <= ln.sac_dropout < 1:
+        raise ConfigError(f"sac_dropout must be in [0, 1), got {ln.sac_dropout}")
+    if ln.sac_critics < 2:
+        raise ConfigError(f"sac_critics must be >= 2, got {ln.sac_critics}")
+    for name, value in {"sac_ratio": ln.sac_ratio, "branch_length": ln.branch_length}.items():
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
     if ac.imag_noise not in IMAG_NOISE:

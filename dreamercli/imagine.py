@@ -128,7 +128,7 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
     """
     if actions not in ACTION_SOURCES:
         raise ValueError(f"unknown action source '{actions}' (choose from {', '.join(ACTION_SOURCES)})")
-    spec, wm, actor = agent.spec, agent.world_model, agent.actor_critic.actor
+    spec, wm, actor = agent.spec, agent.world_model, agent.policy
     device, n, H = agent.device, len(starts), horizon
     rng = np.random.default_rng(seed)
     opened = [open_start(env_id, spec, s, "rgb_array" if i in record else None, max_episode_steps)
@@ -147,7 +147,7 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
         latents, model_actions, rewards, conts = [z], [], [], []
         for t in range(H):
             if actions == "policy":
-                a = actor.mode(z)  # (N, act): the dream acts on what it believes
+                a = actor.mode(agent.imagined_input(z))  # (N, act): the dream acts on what it believes
                 agent_side = a.argmax(-1).cpu().numpy() if spec.discrete else a.cpu().numpy()
             else:
                 agent_side = np.stack([random_action(spec, rng) for _ in range(n)])
@@ -290,6 +290,8 @@ def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int 
         raise ValueError(f"--actions must be one of {', '.join(ACTION_SOURCES)}, got '{actions}'")
     run_dir = Path(run_dir)
     agent, config = load_agent(run_dir, device, threads, env, trust_env_code)
+    if agent.world_model is None:
+        raise ValueError(f"{run_dir} is a {config.algo} run: it has no world model to imagine with")
     seed = config.train.seed if seed is None else seed
     trained_h = config.actor_critic.horizon
     if horizon > trained_h:

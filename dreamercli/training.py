@@ -23,6 +23,8 @@ from .checkpoint import Diverged
 from .config import Config, to_dict, validate, with_overrides
 from .envs import EnvError, encode_action, make_env, random_action, spec_of, threshold_of, to_env_action
 from .evaluation import EVAL_SEED_OFFSET, evaluate_policy
+from .learners import branched
+from .learners.trust import TrustGuard
 from .progress import CostModel, Progress
 
 MAX_SKIPS_IN_A_ROW = 50  # updates with NaN/inf in a row before a run is called diverged
@@ -38,7 +40,9 @@ class LoopState:
     updates: int = 0
     episode: int = 0
     episode_return: float = 0.0
-    owed: float = 0.0  # updates due but not yet run (train_ratio may be fractional)
+    owed: float = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
+    sac_owed: float = 0.0  # SAC updates due (sac_ratio per env step)
+    imag_owed: float = 0.0  # hybrid: imagination updates due (imag_weight per world-model update)
     best: float | None = None
     solved_at: int | None = None
     last_eval: float | None = None
@@ -70,6 +74,11 @@ class Trainer:
         self.threshold = threshold_of(config.env, tr.threshold)
         self.agent = Agent(config, self.spec, resolve_device(tr.device))
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
+        branched = config.algo in ("mbpo", "hybrid")
+        ln = config.learner
+        self.model_buffer = ReplayBuffer(ln.model_buffer_size, self.spec.obs_dim, self.spec.action_dim) \
+            if branched else None
+        self.guard = TrustGuard(ln) if branched else None
         self.state = LoopState()
         self.costs = CostModel(tr.steps, tr.prefill, tr.pretrain, tr.train_ratio, tr.eval_every)
         self.obs: np.ndarray | None = None
@@ -99,7 +108,9 @@ class Trainer:
             runs.check_safetensors(self.run_dir / runs.WEIGHTS_FILE)  # never pick up a planted pickle
         ckpt = checkpoint.read(self.run_dir)
         path = self.run_dir / runs.CHECKPOINT_FILE
-        checkpoint.restore(ckpt, self.agent, self.buffer, self.rng, path)
+        checkpoint.restore(ckpt, self.agent, self.buffers(), self.rng, path)
+        if self.guard is not None:
+            self.guard.load_state_tensors(ckpt.part("guard"), self.agent.device)
         names = {f.name for f in dataclasses.fields(LoopState)}
         try:
             self.state = LoopState(**{k: v for k, v in ckpt.state.items() if k in names})
@@ -109,6 +120,11 @@ class Trainer:
         (self.run_dir / runs.SUMMARY_FILE).unlink(missing_ok=True)  # the run is open again
         self.obs = self._replay_episode()
         self.logged = (self.state.step, self.began)
+
+    def buffers(self) -> dict[str, ReplayBuffer]:
+        """The replay buffers by checkpoint name."""
+        found = {"replay": self.buffer, "model_replay": self.model_buffer}
+        return {k: v for k, v in found.items() if v is not None}
 
     def _reset(self) -> np.ndarray:
         """Start an episode, remembering how, so that resume can start it the same way."""
@@ -155,7 +171,10 @@ class Trainer:
         action = random_action(self.spec, self.rng) if st.step <= self.tr.prefill else self.agent.act(self.obs)
         next_obs, reward, terminated, truncated = self._env_step(action)
         st.episode_actions.append(action.tolist())
-        self.buffer.add(self.obs, encode_action(self.spec, action), reward, next_obs, terminated, st.episode)
+        encoded = encode_action(self.spec, action)
+        if self.guard is not None and st.step > self.tr.prefill:  # a fresh transition: not trained on yet
+            self.guard.observe(self.agent.world_model, self.obs, encoded, next_obs, terminated or truncated)
+        self.buffer.add(self.obs, encoded, reward, next_obs, terminated, st.episode)
         st.episode_return += reward
         self.obs = next_obs
         if terminated or truncated:
@@ -174,9 +193,10 @@ class Trainer:
         return obs, float(reward), bool(terminated), bool(truncated)
 
     def learn(self) -> None:
-        """World-model pretraining at the end of the prefill, then train_ratio updates per step."""
+        """World-model pretraining at the end of the prefill, then each algo's updates for this step."""
         tr, st = self.tr, self.state
-        if st.step == max(tr.prefill, 1):
+        has_model = self.agent.world_model is not None
+        if has_model and st.step == max(tr.prefill, 1):
             # Fit the model to the prefill data first: an actor trained in an untrained model
             # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
             for i in range(tr.pretrain):
@@ -184,21 +204,62 @@ class Trainer:
                 metrics = self._update(behave=False)
                 self.costs.add("pretrain", time.perf_counter() - began)
                 self.report("pretrain", i + 1, {"wm/loss": metrics["wm/loss"]} if metrics else {})
-        if st.step >= tr.prefill:
+        if st.step < tr.prefill:
+            return
+        if has_model:
             st.owed += tr.train_ratio
             while st.owed >= 1.0:
                 began = time.perf_counter()
-                metrics = self._update()
+                metrics = self._update(behave=self._imagine_now())
                 if metrics is not None:
                     st.pending.append(metrics)
                 self.costs.add("update", time.perf_counter() - began)
                 st.owed -= 1.0
+        if self.agent.sac is not None:
+            self.learn_off_policy()
+
+    def _imagine_now(self) -> bool:
+        """Whether this world-model update also trains the policy in imagination."""
+        if self.config.algo == "dreamer":
+            return True
+        if self.config.algo != "hybrid":
+            return False
+        self.state.imag_owed += self.guard.settings().imag_weight
+        if self.state.imag_owed < 1.0:
+            return False
+        self.state.imag_owed -= 1.0
+        return True
+
+    def learn_off_policy(self) -> None:
+        """Branched rollouts into the model buffer (as far as the guard allows), then SAC updates."""
+        st, ln, device = self.state, self.config.learner, self.agent.device
+        allowed = self.guard.settings() if self.guard is not None else None
+        if allowed is not None and allowed.branch_length > 0:
+            starts = self.buffer.sample_transitions(ln.branch_starts, self.rng, device).obs
+            branched.fill(self.model_buffer, branched.branch(self.agent.world_model, self.agent.policy, starts,
+                                                             allowed.branch_length))
+        st.sac_owed += ln.sac_ratio
+        while st.sac_owed >= 1.0:
+            began = time.perf_counter()
+            if allowed is None or allowed.branch_length == 0:
+                batch = self.buffer.sample_transitions(ln.sac_batch, self.rng, device)
+            else:
+                batch = branched.mixed_batch(self.buffer, self.model_buffer, ln.sac_batch, allowed.real_share,
+                                             self.rng, device)
+            metrics = self._counted(self.agent.update_sac(batch))
+            if metrics is not None:
+                st.pending.append(metrics)
+            self.costs.add("update", time.perf_counter() - began)
+            st.sac_owed -= 1.0
 
     def _update(self, behave: bool = True) -> dict[str, float] | None:
         """One agent update on a replayed batch, counting (and surviving) NaN or inf ones."""
-        st = self.state
         batch = self.buffer.sample(self.tr.batch_size, self.config.world_model.seq_len, self.rng, self.agent.device)
-        metrics = self.agent.update(batch, behave=behave)
+        return self._counted(self.agent.update(batch, behave=behave))
+
+    def _counted(self, metrics: dict[str, float] | None) -> dict[str, float] | None:
+        """Count an update, and count (and survive) a skipped one: NaN or inf in a loss or gradient."""
+        st = self.state
         st.updates += 1
         if metrics is not None:
             st.skipped_in_a_row = 0
@@ -243,9 +304,12 @@ class Trainer:
         self.logged = (st.step, now)
         if st.finished:
             row["train/episode_return"] = float(np.mean(st.finished))
-        if st.pending:
-            row.update({k: float(np.mean([m[k] for m in st.pending])) for k in st.pending[0]})
-            self.latest_losses = {k: row[k] for k in ("wm/loss", "ac/actor_loss") if k in row}
+        if self.guard is not None:
+            row.update(self.guard.metrics())
+        keys = sorted({k for m in st.pending for k in m})  # world-model and SAC updates log different keys
+        row.update({k: float(np.mean([m[k] for m in st.pending if k in m])) for k in keys})
+        if keys:
+            self.latest_losses = {k: row[k] for k in ("wm/loss", "ac/actor_loss", "sac/q_loss") if k in row}
         st.finished, st.pending = [], []
         return row
 
@@ -273,7 +337,8 @@ class Trainer:
 
     def _write_checkpoint(self, folder: Path) -> None:
         state = dataclasses.replace(self.state, elapsed=self.seconds())
-        checkpoint.write(folder, self.agent, self.buffer, self.rng, dataclasses.asdict(state))
+        extra = {} if self.guard is None else {f"guard/{k}": v for k, v in self.guard.state_tensors().items()}
+        checkpoint.write(folder, self.agent, self.buffers(), self.rng, dataclasses.asdict(state), extra)
         runs.save_weights(folder, self.agent.weights())
 
     def seconds(self) -> float:

@@ -1,5 +1,6 @@
 """Envs that misbehave on purpose, for the NaN guards and the error paths of training."""
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
@@ -42,3 +43,25 @@ class RaisesOnStep(CartPoleEnv):
         if self.steps == 50:
             raise RuntimeError("simulator crashed")
         return super().step(action)
+
+
+class RandomObs(gym.Env):
+    """A world no model can predict: every observation is fresh noise, and the reward depends
+    only on the action taken (action 1 pays 1, action 0 pays 0). 50-step episodes."""
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def _obs(self):
+        return self.np_random.uniform(-1.0, 1.0, 4).astype(np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), float(action == 1), False, self.t >= 50, {}

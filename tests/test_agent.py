@@ -40,3 +40,32 @@ def test_behaviour_update_moves_actor_and_critic_but_not_the_model(env):
     assert {"actor", "critic", "slow_critic"} <= changed, changed
     assert not any(k.startswith("world_model.") and not torch.equal(before[k], after[k]) for k in before)
     assert all(np.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_model_free_builds_no_world_model():
+    agent, _ = agent_and_replay("CartPole-v1", algo="model-free")
+    assert agent.world_model is None and agent.actor_critic is None and agent.wm_opt is None
+    names = set(agent.weights())
+    assert not any(n.startswith("world_model.") for n in names)
+    assert any(n.startswith("actor.") for n in names) and any(n.startswith("sac.critics.") for n in names)
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_hybrid_has_one_policy_that_both_paths_train(env):
+    agent, buffer = agent_and_replay(env, algo="hybrid")
+    assert agent.sac.actor is agent.actor_critic.actor is agent.policy  # one policy, stored once
+    assert sum(n.startswith("actor_critic.actor.") for n in agent.weights()) > 0
+    assert not any(n.startswith("sac.actor.") for n in agent.weights())
+    rng = np.random.default_rng(0)
+    agent.update(buffer.sample(8, 8, rng, agent.device), behave=False)
+    policy = [p.detach().clone() for p in agent.policy.parameters()]
+    critics = [p.detach().clone() for p in agent.sac.critics.parameters()]
+    # the imagination path moves the policy (reading decoded latents) and leaves SAC's critics alone
+    assert agent.update(buffer.sample(8, 8, rng, agent.device), behave=True) is not None
+    assert any(not torch.equal(a, b) for a, b in zip(policy, agent.policy.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(critics, agent.sac.critics.parameters(), strict=True))
+    # the off-policy path moves the same policy and SAC's critics
+    policy = [p.detach().clone() for p in agent.policy.parameters()]
+    assert agent.update_sac(buffer.sample_transitions(32, rng, agent.device)) is not None
+    assert any(not torch.equal(a, b) for a, b in zip(policy, agent.policy.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(critics, agent.sac.critics.parameters(), strict=True))

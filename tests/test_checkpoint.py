@@ -30,11 +30,16 @@ def rows_without_timings(run_dir):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run_dir)]
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
-def test_interrupted_and_resumed_equals_uninterrupted(env, tmp_path):
+# hybrid with a lenient guard, so that branched rollouts, the model buffer, SAC and the guard's
+# window are all part of what a checkpoint must bring back.
+HYBRID = {"algo": "hybrid", "trust_threshold": 1.0, "trust_window": 20, "sac_batch": 32, "sac_hidden": 32}
+
+
+@pytest.mark.parametrize("env, overrides", [("CartPole-v1", {}), ("Pendulum-v1", {}), ("CartPole-v1", HYBRID)])
+def test_interrupted_and_resumed_equals_uninterrupted(env, overrides, tmp_path):
     # tiny: checkpoints at steps 150 and 300; the crash at 230 loses steps 151-230, which the
     # resume redoes from the checkpoint (Pendulum: mid-episode, so the env is replayed).
-    config = tiny(env)
+    config = tiny(env, **overrides)
     train(config, tmp_path / "whole")
     with pytest.raises(Crash):
         train(config, tmp_path / "cut", on_progress=crash_at(230))
@@ -47,6 +52,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(env, tmp_path):
     whole, resumed = runs.load_weights(tmp_path / "whole"), runs.load_weights(cut)
     assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert json.loads((cut / "summary.json").read_text())["env_steps"] == config.train.steps
+    if config.algo == "hybrid":  # the guard opened, and the model buffer came back with the rest
+        assert any(r.get("hybrid/branch_length", 0) > 0 for r in runs.read_metrics(cut))
+        assert len(checkpoint.read(cut).part("model_replay")["rewards"]) > 0
 
 
 def test_resume_to_a_new_total_appends_rows_once(tmp_path):

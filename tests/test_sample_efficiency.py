@@ -46,7 +46,7 @@ def test_smoke_race_writes_every_run_curve_table_and_figure(tmp_path):
     assert data["meta"]["eval_episodes"] == race.SMOKE_EVAL_EPISODES
     assert data["meta"]["git"]["commit"] and data["meta"]["machine"]["cores"]
     text = (tmp_path / "sample_efficiency.md").read_text()
-    for method in ("dreamer", "ppo", "dqn", "sac", "td3"):
+    for method in (*race.OURS, "ppo", "dqn", "sac", "td3"):
         assert f"| {method} |" in text
     assert (tmp_path / "sample_efficiency.png").stat().st_size > 10_000
 

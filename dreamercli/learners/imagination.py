@@ -127,10 +127,12 @@ class ActorCritic(nn.Module):
     """The behaviour learner: actor, critic, its slow copy and the return scale."""
 
     def __init__(self, cfg: ActorCriticConfig, latent_dim: int, hidden_dim: int,
-                 action_dim: int, discrete: bool, layers: int = 2):
+                 action_dim: int, discrete: bool, layers: int = 2, actor: Actor | None = None):
         super().__init__()
         self.cfg = cfg
-        self.actor = Actor(latent_dim, hidden_dim, action_dim, discrete, layers)
+        # hybrid passes a policy that reads observations (shared with the off-policy learner);
+        # imagination then feeds it decoded latents.
+        self.actor = actor if actor is not None else Actor(latent_dim, hidden_dim, action_dim, discrete, layers)
         self.critic = Critic(latent_dim, hidden_dim, layers)
         self.slow_critic = Critic(latent_dim, hidden_dim, layers)
         self.slow_critic.load_state_dict(self.critic.state_dict())

@@ -1,0 +1,127 @@
+"""The model-trust guard: how well the world model predicts fresh real data, and what that allows.
+
+Every env step, the new observation o_{t+1} is predicted open-loop from each of the last K
+observations (k = 1..K steps back, with the actions actually taken), before the model has
+trained on it. Each prediction's squared error (in symlog units) is set against the error of
+the reference "nothing changes" (o_{t+1} predicted as o_{t+1-k}), summed over the last
+`trust_window` env steps: err_k = sum model error / sum reference error. 1.0 means the model is
+no better than the reference, whatever the env's units.
+
+From the errors (tau = trust_threshold): trust(e) = clip((2 tau - e) / tau, 0, 1), full at
+e <= tau and none at e >= 2 tau.
+- branch_length: the largest k with err_k <= tau (0: no branched data). Not "all of err_1..k":
+  on smooth dynamics such as Pendulum's, one step changes the observation less than the
+  decoder's own error, so err_1 can exceed 1 while err_3..5 are below 0.25 (measured);
+- imag_weight: trust(err_K), the share of imagination updates that hybrid runs;
+- real_share: 1 - (1 - real_share) * trust(min_k err_k), and 1.0 whenever branch_length is 0.
+A model that predicts only the mean of iid noise scores err_k = 0.5 (half the reference's
+expected error), so with the default tau = 0.2 (zero trust from 0.4 up) it gets none at all.
+Until it has seen a quarter of its window, the guard trusts nothing: model-free learning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import LearnerConfig
+from ..models import WorldModel
+from ..nets import symlog
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """What the guard allows the learners, from the measured errors."""
+
+    branch_length: int
+    imag_weight: float
+    real_share: float
+
+
+class TrustGuard:
+    """Running k-step prediction errors of fresh transitions against the 'nothing changes' reference."""
+
+    def __init__(self, cfg: LearnerConfig):
+        self.cfg = cfg
+        self.k = max(1, cfg.branch_length)
+        self.model_err = np.zeros((cfg.trust_window, self.k))  # ring of per-step squared errors
+        self.ref_err = np.zeros((cfg.trust_window, self.k))
+        self.seen = np.zeros((cfg.trust_window, self.k), dtype=bool)
+        self.cursor, self.filled = 0, 0
+        self.latents: torch.Tensor | None = None  # (m, latent): predictions of the current obs, oldest first
+        self.origins: torch.Tensor | None = None  # (m, obs): the observations they started from (symlog)
+
+    @torch.no_grad()
+    def observe(self, wm: WorldModel, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
+                ended: bool) -> None:
+        """Score the model's predictions of next_obs from the last k observations; ended clears them."""
+        device = next(wm.parameters()).device
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=device)[None]
+        a = torch.as_tensor(np.asarray(action, np.float32), device=device)[None]
+        z_now, o_now = wm.encode_mean(o), symlog(o)
+        if self.latents is None:
+            latents, origins = z_now, o_now
+        else:
+            latents, origins = torch.cat([self.latents, z_now]), torch.cat([self.origins, o_now])
+        latents = wm.transition(latents, a.expand(latents.shape[0], -1))[0]  # each one step further
+        target = symlog(torch.as_tensor(np.asarray(next_obs, np.float32), device=device))
+        model = (wm.decoder(latents) - target).pow(2).sum(-1).cpu().numpy()  # (m,), oldest = longest
+        ref = (origins - target).pow(2).sum(-1).cpu().numpy()
+        row = self.cursor % self.cfg.trust_window
+        self.model_err[row], self.ref_err[row], self.seen[row] = 0.0, 0.0, False
+        ks = np.arange(len(model), 0, -1) - 1  # index k - 1 of each prediction
+        self.model_err[row, ks], self.ref_err[row, ks], self.seen[row, ks] = model, ref, True
+        self.cursor += 1
+        self.filled = min(self.filled + 1, self.cfg.trust_window)
+        if ended:
+            self.latents = self.origins = None
+        else:  # keep the K - 1 most recent: next step they predict 2 .. K steps ahead
+            self.latents, self.origins = latents[-(self.k - 1):] if self.k > 1 else None, \
+                origins[-(self.k - 1):] if self.k > 1 else None
+
+    def errors(self) -> np.ndarray:
+        """err_k for k = 1..K over the window (NaN where nothing was measured)."""
+        ref = np.where(self.seen, self.ref_err, 0.0).sum(0)
+        model = np.where(self.seen, self.model_err, 0.0).sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(ref > 0, model / np.maximum(ref, 1e-12), np.nan)
+
+    def settings(self) -> TrustSettings:
+        """Branch length, imagination weight and real share that the measured errors allow."""
+        if self.filled < self.cfg.trust_window // 4:
+            return TrustSettings(0, 0.0, 1.0)
+        err, tau = np.nan_to_num(self.errors(), nan=np.inf), self.cfg.trust_threshold
+        useful = np.flatnonzero(err <= tau)
+        branch = min(int(useful[-1]) + 1 if len(useful) else 0, self.cfg.branch_length)
+
+        def trust(e: float) -> float:
+            return 0.0 if not np.isfinite(e) else float(np.clip((2 * tau - e) / tau, 0.0, 1.0))
+
+        real = 1.0 if branch == 0 else 1.0 - (1.0 - self.cfg.real_share) * trust(float(err.min()))
+        return TrustSettings(branch, trust(float(err[-1])), real)
+
+    def metrics(self) -> dict[str, float]:
+        """hybrid/... rows: the errors and what they allow."""
+        err, s = self.errors(), self.settings()
+        return {"hybrid/err_1": float(err[0]), "hybrid/err_k": float(err[-1]),
+                "hybrid/branch_length": float(s.branch_length), "hybrid/imag_weight": s.imag_weight,
+                "hybrid/real_share": s.real_share}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The window and the open predictions, for checkpoints."""
+        state = {"model_err": torch.from_numpy(self.model_err.copy()), "ref_err": torch.from_numpy(self.ref_err.copy()),
+                 "seen": torch.from_numpy(self.seen.copy()),
+                 "counters": torch.tensor([self.cursor, self.filled], dtype=torch.int64)}
+        if self.latents is not None:
+            state["latents"], state["origins"] = self.latents.cpu(), self.origins.cpu()
+        return state
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
+        """Restore what state_tensors() returned."""
+        self.model_err, self.ref_err = state["model_err"].numpy().copy(), state["ref_err"].numpy().copy()
+        self.seen = state["seen"].numpy().copy()
+        self.cursor, self.filled = (int(x) for x in state["counters"])
+        self.latents = state["latents"].to(device) if "latents" in state else None
+        self.origins = state["origins"].to(device) if "origins" in state else None

@@ -1,0 +1,93 @@
+"""The model-trust guard: a trained model earns trust, a re-initialised one (or noise) loses it."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny
+
+from dreamercli.buffer import random_replay
+from dreamercli.config import LearnerConfig
+from dreamercli.envs import encode_action, make_env, random_action, to_env_action
+from dreamercli.learners.trust import TrustGuard
+from dreamercli.models import WorldModel
+from dreamercli.optim import FlatAdam
+
+CFG = LearnerConfig(branch_length=4, trust_window=200, real_share=0.25, trust_threshold=0.25)
+
+
+def trained_model(env_id: str, updates: int = 400) -> WorldModel:
+    """A small world model fitted to random-action data of env_id."""
+    torch.manual_seed(0)
+    buffer, spec = random_replay(env_id, 1000, seed=0)
+    wm = WorldModel(tiny(env_id).world_model, spec.obs_dim, spec.action_dim)
+    opt, rng = FlatAdam(wm, 3e-3, 100.0), np.random.default_rng(0)
+    for _ in range(updates):
+        losses, _, _ = wm.loss(*buffer.sample(16, 8, rng, torch.device("cpu")))
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    return wm
+
+
+def watch(guard: TrustGuard, wm: WorldModel, env_id: str, steps: int = 200) -> TrustGuard:
+    """Feed the guard fresh random-action transitions the model never trained on."""
+    env = make_env(env_id, seed=1)
+    obs, _ = env.reset(seed=1)
+    from dreamercli.envs import spec_of
+
+    spec, rng = spec_of(env), np.random.default_rng(1)
+    for _ in range(steps):
+        action = random_action(spec, rng)
+        nxt, _, term, trunc, _ = env.step(to_env_action(spec, action))
+        guard.observe(wm, obs, encode_action(spec, action), nxt, term or trunc)
+        obs = nxt
+        if term or trunc:
+            obs, _ = env.reset()
+    return guard
+
+
+@pytest.fixture(scope="module")
+def cartpole_model():
+    return trained_model("CartPole-v1")
+
+
+def test_the_guard_trusts_nothing_until_it_has_measured(cartpole_model):
+    guard = watch(TrustGuard(CFG), cartpole_model, "CartPole-v1", steps=CFG.trust_window // 4 - 1)
+    s = guard.settings()
+    assert (s.branch_length, s.imag_weight, s.real_share) == (0, 0.0, 1.0)
+
+
+def test_a_fitted_model_earns_branches_and_a_bad_one_loses_them(cartpole_model):
+    good = watch(TrustGuard(CFG), cartpole_model, "CartPole-v1").settings()
+    assert good.branch_length >= 1 and good.real_share < 1.0 and good.imag_weight > 0.0
+    bad_model = trained_model("CartPole-v1", updates=0)  # as if its weights were re-initialised
+    bad = watch(TrustGuard(CFG), bad_model, "CartPole-v1")
+    assert bad.errors()[0] > 1.0  # worse than "nothing changes"
+    s = bad.settings()
+    assert s.branch_length < good.branch_length and s.real_share > good.real_share
+    assert (s.branch_length, s.imag_weight, s.real_share) == (0, 0.0, 1.0)  # pure model-free
+    rows = bad.metrics()
+    assert set(rows) == {"hybrid/err_1", "hybrid/err_k", "hybrid/branch_length", "hybrid/imag_weight",
+                         "hybrid/real_share"} and rows["hybrid/real_share"] == 1.0
+
+
+def test_noise_that_no_model_can_predict_gets_no_trust():
+    wm = trained_model("faulty_envs:RandomObs")
+    guard = watch(TrustGuard(CFG), wm, "faulty_envs:RandomObs")
+    assert np.all(guard.errors() > 2 * CFG.trust_threshold)  # at best the mean: half the reference's error
+    assert guard.settings().branch_length == 0 and guard.settings().real_share == 1.0
+
+
+def test_k_step_errors_are_scored_per_horizon(cartpole_model):
+    guard = watch(TrustGuard(CFG), cartpole_model, "CartPole-v1", steps=3)
+    # three steps into an episode: 1-step predictions on all 3, 2-step on 2, 3-step on 1, 4-step on none
+    assert guard.seen[:3].sum(0).tolist() == [3, 2, 1, 0]
+    assert np.isnan(guard.errors()[3])
+
+
+def test_guard_state_round_trips(cartpole_model):
+    guard = watch(TrustGuard(CFG), cartpole_model, "CartPole-v1", steps=77)
+    twin = TrustGuard(CFG)
+    twin.load_state_tensors(guard.state_tensors(), torch.device("cpu"))
+    assert np.array_equal(twin.errors(), guard.errors(), equal_nan=True)
+    assert twin.settings() == guard.settings() and torch.equal(twin.latents, guard.latents)

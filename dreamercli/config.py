@@ -75,7 +75,11 @@ class LearnerConfig:
     """The off-policy learner on real (and branched) transitions, and the model-trust guard.
 
     Used by --algo model-free, mbpo and hybrid; names start with sac_ so none repeats another
-    section's (the learner's discount is sac_discount, not a second `discount`).
+    section's (the learner's discount is sac_discount, not a second `discount`). SAC defaults
+    from benchmarks/sac_screen.py (seeds 0-2): DroQ-style critics at 10 updates per env step
+    reached the thresholds in a median 1,500 env steps on Pendulum-v1 and CartPole-v1; the plain
+    256-wide recipe at one update per step took 4,500-6,000; 5 updates per step as many on
+    Pendulum-v1 but 5,500 on CartPole-v1.
     """
 
     sac_hidden: int = 128  # width of the SAC actor's and critics' hidden layers

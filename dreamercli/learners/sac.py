@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..buffer import TransitionBatch
+from ..config import LearnerConfig
 from ..nets import symlog
 from ..optim import FlatAdam
 from .imagination import Actor
@@ -31,37 +31,9 @@ GRAD_CLIP = 100.0  # like every other optimiser of the project (agent.GRAD_CLIP)
 DISCRETE_ENTROPY_SHARE = 0.5
 
 
-@dataclass(frozen=True)
-class SACSettings:
-    """The learner's settings; config.LearnerConfig carries the same names (any object with them works).
-
-    Defaults from benchmarks/sac_screen.py: DroQ-style critics at 10 updates per env step
-    reached the thresholds in the fewest env steps (median 1,500 on Pendulum-v1 and on
-    CartPole-v1; the plain 256-wide recipe at one update per step took 4,500-6,000, and
-    5 updates per step as many on Pendulum-v1 but 5,500 on CartPole-v1).
-    """
-
-    sac_hidden: int = 128  # width of the actor's and critics' hidden layers
-    sac_layers: int = 2  # hidden layers of actor and critics
-    sac_lr: float = 3e-4  # Adam learning rate of the critics, the temperature and (built by the agent) the actor
-    sac_batch: int = 128  # transitions per update
-    sac_discount: float = 0.99  # gamma of the soft Bellman target
-    sac_tau: float = 0.005  # Polyak rate at which the target critics follow the critics
-    sac_dropout: float = 0.01  # DroQ dropout in the critics, before their LayerNorm (0: none)
-    sac_critics: int = 2  # ensemble size; targets use the min of 2 random members when > 2 (REDQ)
-    sac_ratio: float = 10.0  # updates per env step (UTD), read by the training loop
-    sac_alpha: float = 0.2  # initial temperature, tuned toward the target entropy from there
-
-
-class TransitionBatch(NamedTuple):
-    """Replayed one-step transitions; truncation is not termination (the target bootstraps through it)."""
-
-    obs: torch.Tensor  # (B, obs) raw env observations
-    actions: torch.Tensor  # (B, act): one-hot (discrete) or in [-1, 1] (continuous)
-    rewards: torch.Tensor  # (B,)
-    next_obs: torch.Tensor  # (B, obs)
-    terminated: torch.Tensor  # (B,) float 0/1
-
+# SAC's settings are the sac_* fields of config.LearnerConfig (one place for their defaults,
+# which the screen in benchmarks/sac_screen.py chose); the name stays for the screen's use.
+SACSettings = LearnerConfig
 
 class QEnsemble(nn.Module):
     """E critics as one network with stacked weights: Linear -> Dropout -> LayerNorm -> ReLU blocks.

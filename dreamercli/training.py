@@ -74,11 +74,11 @@ class Trainer:
         self.threshold = threshold_of(config.env, tr.threshold)
         self.agent = Agent(config, self.spec, resolve_device(tr.device))
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
-        branched = config.algo in ("mbpo", "hybrid")
+        branches = config.algo in ("mbpo", "hybrid")  # (not `branched`: that is the module)
         ln = config.learner
         self.model_buffer = ReplayBuffer(ln.model_buffer_size, self.spec.obs_dim, self.spec.action_dim) \
-            if branched else None
-        self.guard = TrustGuard(ln) if branched else None
+            if branches else None
+        self.guard = TrustGuard(ln) if branches else None
         self.state = LoopState()
         self.costs = CostModel(tr.steps, tr.prefill, tr.pretrain, tr.train_ratio, tr.eval_every)
         self.obs: np.ndarray | None = None

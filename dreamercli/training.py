@@ -298,7 +298,7 @@ class Trainer:
     def log_row(self) -> dict[str, Any]:
         """Training metrics averaged since the previous row."""
         st, now = self.state, time.perf_counter()
-        row: dict[str, Any] = {"step": st.step, "time": self.seconds(), "train/episodes": st.episode,
+        row: dict[str, Any] = {"step": st.step, "time": self.seconds(now), "train/episodes": st.episode,
                                "train/sps": (st.step - self.logged[0]) / max(now - self.logged[1], 1e-9),
                                "train/skipped_updates": st.skipped_updates}
         self.logged = (st.step, now)
@@ -341,9 +341,9 @@ class Trainer:
         checkpoint.write(folder, self.agent, self.buffers(), self.rng, dataclasses.asdict(state), extra)
         runs.save_weights(folder, self.agent.weights())
 
-    def seconds(self) -> float:
-        """Training seconds so far, those of earlier (resumed) processes included."""
-        return self.state.elapsed + time.perf_counter() - self.began
+    def seconds(self, now: float | None = None) -> float:
+        """Training seconds so far (at clock reading `now`), those of earlier (resumed) processes included."""
+        return self.state.elapsed + (time.perf_counter() if now is None else now) - self.began
 
     def report(self, phase: str, pretrained: int, losses: dict[str, float] | None = None) -> None:
         """Tell on_progress where the loop is."""

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from conftest import tiny
 
 from dreamercli import runs
@@ -72,14 +73,20 @@ def test_progress_covers_pretraining_and_times_left_only_once_measured(tmp_path)
     # No time left before a full update was timed (train ratio 0.25: the first one at step 103).
     assert [p.step for p in reports if p.eta is not None] == list(range(103, 301))
     assert all(p.eta > 0 for p in reports[:-1] if p.eta is not None) and reports[-1].eta == 0
-    # The rate is the recent one: prefill is far faster than training, and shown apart from it.
-    prefill_sps = reports[98].sps
-    train_sps = [p.sps for p in reports if p.phase == "train" and p.step > 110]
-    assert max(train_sps) < prefill_sps / 10
+    # The rate shown is measured (its reset when learning starts: test_progress, with a fixed clock).
+    assert all(p.sps > 0 for p in reports[1:] if p.phase != "pretrain")
 
 
 def test_logged_speed_is_per_window(tmp_path):
     train(tiny("CartPole-v1"), tmp_path / "run")
-    sps = {r["step"]: r["train/sps"] for r in runs.read_metrics(tmp_path / "run") if "train/sps" in r}
-    assert sorted(sps) == [50, 100, 150, 200, 250, 300]
-    assert sps[250] < sps[50] / 10  # training (updates) against random-action prefill
+    rows = [r for r in runs.read_metrics(tmp_path / "run") if "train/sps" in r]
+    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
+    # Each row's speed is its own window's (steps since the previous row over the seconds since
+    # it), not the run's average: one clock reading gives both columns, so this holds exactly.
+    previous = {"step": 0, "time": 0.0}
+    for row in rows:
+        window = (row["step"] - previous["step"]) / (row["time"] - previous["time"])
+        assert row["train/sps"] == pytest.approx(window, rel=1e-6)
+        previous = row
+    averages = [r["step"] / r["time"] for r in rows]
+    assert any(abs(r["train/sps"] / a - 1) > 1e-3 for r, a in zip(rows[1:], averages[1:]))

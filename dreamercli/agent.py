@@ -137,11 +137,12 @@ class Agent(nn.Module):
         discrete = self.spec.discrete
         noise = ac.actor.noise((ac_cfg.horizon, n), latents.device)  # (H, N, 1 or act)
         stds: list[torch.Tensor | None] = []
+        act = ac.actor.rollout_policy()
 
         def policy(z: torch.Tensor) -> torch.Tensor:
             # The actor sees a detached latent; continuous actions carry gradients into the
             # next latents (dynamics backpropagation). Log-probs are scored after the rollout.
-            action, std = ac.actor.rollout_action(self.imagined_input(z.detach()), noise[len(stds)])
+            action, std = act(self.imagined_input(z.detach()), noise[len(stds)])
             stds.append(std)
             return action
 

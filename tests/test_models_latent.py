@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from dreamercli.buffer import random_replay
@@ -76,12 +77,18 @@ def test_masked_steps_do_not_count():
         assert torch.allclose(clean_losses[key], noisy_losses[key]), key
 
 
-def test_split_transition_and_mean_encoder_match_the_whole_networks():
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_split_transition_and_mean_encoder_match_the_whole_networks(layers):
     torch.manual_seed(0)
-    wm = WorldModel(WorldModelConfig(latent_dim=6, hidden_dim=16), obs_dim=3, action_dim=2)
+    wm = WorldModel(WorldModelConfig(latent_dim=6, hidden_dim=16, hidden_layers=layers), obs_dim=3, action_dim=2)
     obs, z, action = torch.randn(5, 3), torch.randn(5, 6), torch.randn(5, 2)
     assert torch.allclose(wm.encode_mean(obs), wm.encode(obs)[0], atol=1e-5)
-    hidden = wm.transition_hidden(z, wm.action_input(action))
     mean, std = wm.transition(z, action)
-    assert torch.allclose(wm.transition_mean(z, hidden), mean, atol=1e-5)
+    step_mean, hidden = wm.mean_step()(z, wm.action_input(action))
+    assert torch.allclose(step_mean, mean, atol=1e-5)
     assert torch.allclose(wm.transition_std(hidden), std, atol=1e-5)
+    # The functional forward is the Sequential's own maths, module by module.
+    plain = obs
+    for layer in wm.encoder:
+        plain = layer(plain)
+    assert torch.allclose(wm.encoder(obs), plain, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +45,17 @@ class Actor(nn.Module):
 
     def probs(self, z: torch.Tensor) -> torch.Tensor:
         """Probabilities of the discrete policy, uniform mix included."""
-        return self.net(z).softmax(-1).mul(1 - UNIMIX).add(UNIMIX / self.action_dim)
+        return self._probs(self.net(z))
+
+    def _probs(self, out: torch.Tensor) -> torch.Tensor:
+        return out.softmax(-1).mul(1 - UNIMIX).add(UNIMIX / self.action_dim)
 
     def _gaussian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = self.net(z).chunk(2, -1)
+        return self._split(self.net(z))
+
+    @staticmethod
+    def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = out.chunk(2, -1)
         std = (STD_MAX - STD_MIN) * torch.sigmoid(raw + 2.0) + STD_MIN
         return mean, std
 
@@ -82,9 +90,17 @@ class Actor(nn.Module):
         A rollout step runs only what the next step needs; log-probs and entropies are
         scored for all steps at once afterwards (log_prob, squashed_log_prob).
         """
+        return self._action(self.net(z), noise)
+
+    def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+        """rollout_action as a function with the net's weights prepared once for a whole rollout."""
+        net = self.net.prepared()
+        return lambda z, noise: self._action(net(z), noise)
+
+    def _action(self, out: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.discrete:
-            return self._one_hot_sample(self.probs(z), noise), None
-        mean, std = self._gaussian(z)
+            return self._one_hot_sample(self._probs(out), noise), None
+        mean, std = self._split(out)
         return torch.tanh(torch.addcmul(mean, std, noise)), std
 
     @staticmethod

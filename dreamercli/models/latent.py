@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import WorldModelConfig
-from ..nets import gaussian, gaussian_kl, gaussian_nll, mlp, run_layers, symexp, symlog, zero_output
+from ..nets import gaussian, gaussian_kl, gaussian_nll, hidden_block, mlp, symexp, symlog, zero_output
 
 
 class Imagined(NamedTuple):
@@ -56,7 +56,7 @@ class WorldModel(nn.Module):
     def encode_mean(self, obs: torch.Tensor) -> torch.Tensor:
         """Posterior mean alone, for acting: encode()'s first output without its std."""
         last, n = self.encoder[-1], self.cfg.latent_dim
-        hidden = run_layers(self.encoder, symlog(obs), stop=-1)
+        hidden = self.encoder.hidden(symlog(obs))
         return normalise(F.linear(hidden, last.weight[:n], last.bias[:n]))
 
     def transition(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,30 +65,38 @@ class WorldModel(nn.Module):
         return normalise(z + delta), std
 
     # -- the same transition, split for sequential loops ----------------------------------
-    # Each rollout step pays a dispatch cost per small op, so the loops below compute only the
-    # mean path (the step that feeds the next one); the action's share of the first layer and
-    # the prior std are computed in one batched op each, before and after the loop. The maths is
-    # exactly `transition`'s. (On the 35 GFLOP/s CPU of the README's figures this cut 11-13% of
-    # an update's ops but not measurably its time: there, arithmetic is most of the cost.)
+    # Each rollout step pays a dispatch cost per small op (on the 2-core CPU of the README's
+    # figures, 10-30 us each: most of an update's time), so a loop step computes only the mean
+    # path (the part the next step needs), with the weights sliced and transposed once per
+    # rollout rather than once per step; the action's share of the first layer and the prior
+    # std are computed in one batched op each, before and after the loop. The maths is exactly
+    # `transition`'s.
 
     def action_input(self, action: torch.Tensor) -> torch.Tensor:
         """W_a a + b: the action's share of the transition's first layer, bias included."""
         first = self.dynamics[0]
         return F.linear(action, first.weight[:, self.cfg.latent_dim:], first.bias)
 
-    def transition_hidden(self, z: torch.Tensor, a_in: torch.Tensor) -> torch.Tensor:
-        """The transition's last hidden layer for latents z (N, latent) and action_input a_in (N, hidden)."""
-        net = self.dynamics
-        h = torch.addmm(a_in, z, net[0].weight[:, : self.cfg.latent_dim].t())
-        return run_layers(net, h, 1, -1)  # the first layer's norm and activation, then the other hidden layers
+    def mean_step(self) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """step(z, a_in) -> (prior mean, last hidden layer) for latents z (N, latent) and
+        action_input a_in (N, hidden), the weights prepared once for a whole rollout."""
+        net, n = self.dynamics, self.cfg.latent_dim
+        (first, first_norm), *rest = net.blocks()
+        w_z = first.weight[:, :n].t()
+        rest_t = [(linear.weight.t(), linear.bias, norm) for linear, norm in rest]
+        last = net[-1]
+        w_mean, b_mean = last.weight[:n].t(), last.bias[:n]
 
-    def transition_mean(self, z: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Prior mean from transition_hidden: the residual step, layer-normalised."""
-        last, n = self.dynamics[-1], self.cfg.latent_dim
-        return normalise(z + F.linear(hidden, last.weight[:n], last.bias[:n]))
+        def step(z: torch.Tensor, a_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            hidden = hidden_block(torch.addmm(a_in, z, w_z), first_norm)
+            for weight_t, bias, norm in rest_t:
+                hidden = hidden_block(torch.addmm(bias, hidden, weight_t), norm)
+            return normalise(torch.addmm(b_mean, hidden, w_mean).add_(z)), hidden
+
+        return step
 
     def transition_std(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Prior std from transition_hidden (any leading shape)."""
+        """Prior std from mean_step's hidden layer (any leading shape)."""
         last, n = self.dynamics[-1], self.cfg.latent_dim
         return F.softplus(F.linear(hidden, last.weight[n:], last.bias[n:])) + self.cfg.min_std
 
@@ -115,10 +123,11 @@ class WorldModel(nn.Module):
         latents, actions = [z0], []
         z = z0
         noise = torch.randn((horizon, *z0.shape), device=z0.device) if sample else None  # one op, not H
+        step, first = self.mean_step(), self.dynamics[0]
+        w_a = first.weight[:, self.cfg.latent_dim:].t()
         for t in range(horizon):
             a = policy(z)
-            hidden = self.transition_hidden(z, self.action_input(a))
-            z = self.transition_mean(z, hidden)
+            z, hidden = step(z, torch.addmm(first.bias, a, w_a))
             if noise is not None:
                 z = normalise(z + self.transition_std(hidden) * noise[t])
             latents.append(z)
@@ -151,10 +160,9 @@ class WorldModel(nn.Module):
         # does, so the model is trained for the rollouts the actor will learn from.
         a_in = self.action_input(actions.transpose(0, 1))  # (L, B, hidden), one op for all steps
         z = q_mean[:, 0]
-        p_means, hiddens = [], []
-        for t in range(L):
-            hidden = self.transition_hidden(z, a_in[t])
-            z = self.transition_mean(z, hidden)
+        p_means, hiddens, step = [], [], self.mean_step()
+        for a_t in a_in.unbind(0):  # one backward op for all steps, not a select_backward per step
+            z, hidden = step(z, a_t)
             p_means.append(z)
             hiddens.append(hidden)
         p_mean = torch.stack(p_means, 1)  # (B, L, latent)

@@ -158,6 +158,9 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"Evaluation every {meta['eval_every']} env steps, {meta['eval_episodes']} deterministic episodes; "
              "training seconds exclude evaluation. Cells: median [min, max] over seeds; n.r. = not reached "
              "within the budget, counted as infinitely slow, so a median exists only when most seeds reached.", ""]
+    if meta.get("set"):
+        lines += ["Screening, not the race: dreamer's algos ran with "
+                  + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in meta["set"].items()) + ".", ""]
     for env, methods in summary.items():
         lines += [f"## {env} (threshold {THRESHOLDS.get(env, '?')})", "",
                   "| method | budget | reached | env steps to threshold | training s to threshold "
@@ -264,8 +267,9 @@ def run_dreamer(task: dict[str, Any]) -> dict[str, Any]:
     from dreamercli.runs import read_metrics
     from dreamercli.training import train
 
-    overrides = {"env": task["env"], "algo": task["method"], "seed": task["seed"], "steps": task["budget"],
-                 "eval_every": task["every"], "eval_episodes": task["episodes"], "threads": 1}
+    overrides = {**task.get("set", {}), "env": task["env"], "algo": task["method"], "seed": task["seed"],
+                 "steps": task["budget"], "eval_every": task["every"], "eval_episodes": task["episodes"],
+                 "threads": 1}
     config = cfg.validate(cfg.with_overrides(cfg.from_preset(task["preset"]), overrides))
     run_dir = Path(task["run_dir"])
     shutil.rmtree(run_dir, ignore_errors=True)  # a stale metrics.jsonl must not leak in
@@ -331,6 +335,26 @@ def parse_budgets(items: list[str], smoke: bool) -> dict[str, dict[str, int]]:
     return budgets
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """FIELD=VALUE config overrides (VALUE as JSON, else a string), checked against the config."""
+    from dreamercli import config as cfg
+
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    try:
+        cfg.validate(cfg.with_overrides(cfg.from_preset("default"), settings))
+    except cfg.ConfigError as err:
+        raise SystemExit(f"--set: {err}") from None
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse options, run the race, write JSON, markdown and PNG; print the markdown."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -346,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at-threshold", action="store_true",
                         help="screening: end dreamer's runs at their first eval at the threshold (their final "
                              "eval is then that one)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="screening: config overrides for dreamer's algos (JSON values); the race proper uses none")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -359,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else ([0] if args.smoke else SEEDS)
     every, episodes = (SMOKE_EVAL_EVERY, SMOKE_EVAL_EPISODES) if args.smoke else (EVAL_EVERY, EVAL_EPISODES)
     budgets = parse_budgets(args.budget, args.smoke)
+    settings = parse_settings(args.set)
     out = args.out.resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     tasks = []
@@ -370,13 +397,13 @@ def main(argv: list[str] | None = None) -> int:
                     tasks.append({"method": method, "env": env, "seed": seed, "threshold": THRESHOLDS[env],
                                   "budget": budgets[env][method], "every": every, "episodes": episodes,
                                   "smoke": args.smoke, "preset": "tiny" if args.smoke else "default",
-                                  "stop": args.stop_at_threshold,
+                                  "stop": args.stop_at_threshold, "set": settings,
                                   "run_dir": str(out / "runs" / name), "result": str(out / "logs" / f"{name}.json")})
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": shlex.join(["python", "benchmarks/sample_efficiency.py", *argv]),
             "git": git_state(), "machine": machine_info(), "load_start": list(os.getloadavg()),
             "jobs": args.jobs, "seeds": seeds, "budgets": budgets, "eval_every": every,
-            "eval_episodes": episodes, "smoke": args.smoke, "thresholds": THRESHOLDS}
+            "eval_episodes": episodes, "smoke": args.smoke, "thresholds": THRESHOLDS, "set": settings}
     console.print(f"{len(tasks)} runs, {args.jobs} at once -> {out}")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(launch, task) for task in tasks]

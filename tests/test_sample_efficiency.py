@@ -100,3 +100,17 @@ def test_zoo_schedules_and_policy_kwargs_become_sb3_values():
     assert kwargs["clip_range"](0.25) == pytest.approx(0.05) and "learning_starts" not in kwargs
     _, td3 = baselines.prepare("td3", "Pendulum-v1", smoke=True)
     assert td3["learning_starts"] == baselines.SMOKE_LEARNING_STARTS
+
+
+def test_screening_settings_reach_dreamers_runs_and_are_named_in_the_table(tmp_path):
+    argv = ["--smoke", "--methods", "dreamer", "--envs", "CartPole-v1", "--out", str(tmp_path),
+            "--set", "hidden_dim=12", "imag_noise=sample"]
+    assert race.main(argv) == 0
+    run = tmp_path / "runs" / "CartPole-v1-dreamer-s0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["world_model"]["hidden_dim"] == 12 and config["actor_critic"]["imag_noise"] == "sample"
+    data = json.loads((tmp_path / "sample_efficiency.json").read_text())
+    assert data["meta"]["set"] == {"hidden_dim": 12, "imag_noise": "sample"}
+    assert "`hidden_dim=12`" in (tmp_path / "sample_efficiency.md").read_text()
+    with pytest.raises(SystemExit, match="unknown config field"):
+        race.main([*argv[:-2], "nope=1"])

@@ -9,6 +9,14 @@ eec15dc22e1ec7167064aae0c1218eefccaf0ff4; the values are the same at both):
     sac  Pendulum-v1   hyperparams/sac.yml
     td3  Pendulum-v1   hyperparams/td3.yml
 
+and, for the suite (benchmarks/suite.py), at the same commit 22e3ff24:
+
+    dqn  Acrobot-v1                hyperparams/dqn.yml
+    dqn  MountainCar-v0            hyperparams/dqn.yml
+    sac  MountainCarContinuous-v0  hyperparams/sac.yml
+
+The zoo has no tuned entry for the suite's other tasks (NOT_IN_ZOO says which and what is used).
+
 The zoo turns "lin_X" into a schedule X * progress_remaining (X down to 0 over
 n_timesteps), writes policy_kwargs as a "dict(...)" string and builds NormalActionNoise
 from noise_type/noise_std; `build` does the same with code of its own. Only the worker
@@ -44,10 +52,44 @@ HYPERPARAMS: dict[tuple[str, str], dict[str, Any]] = {
         "learning_starts": 10_000, "noise_type": "normal", "noise_std": 0.1, "gradient_steps": 1,
         "train_freq": 1, "learning_rate": 1e-3, "policy_kwargs": "dict(net_arch=[400, 300])",
     },
+    ("dqn", "Acrobot-v1"): {
+        "n_timesteps": 100_000, "policy": "MlpPolicy", "learning_rate": 6.3e-4, "batch_size": 128,
+        "buffer_size": 50_000, "learning_starts": 0, "gamma": 0.99, "target_update_interval": 250,
+        "train_freq": 4, "gradient_steps": -1, "exploration_fraction": 0.12, "exploration_final_eps": 0.1,
+        "policy_kwargs": "dict(net_arch=[256, 256])",
+    },
+    ("dqn", "MountainCar-v0"): {
+        "n_timesteps": 120_000, "policy": "MlpPolicy", "learning_rate": 4e-3, "batch_size": 128,
+        "buffer_size": 10_000, "learning_starts": 1000, "gamma": 0.98, "target_update_interval": 600,
+        "train_freq": 16, "gradient_steps": 8, "exploration_fraction": 0.2, "exploration_final_eps": 0.07,
+        "policy_kwargs": "dict(net_arch=[256, 256])",
+    },
+    ("sac", "MountainCarContinuous-v0"): {
+        "n_timesteps": 50_000, "policy": "MlpPolicy", "learning_rate": 3e-4, "buffer_size": 50_000,
+        "batch_size": 512, "ent_coef": 0.1, "train_freq": 32, "gradient_steps": 32, "gamma": 0.9999,
+        "tau": 0.01, "learning_starts": 0, "use_sde": True,
+        "policy_kwargs": "dict(log_std_init=-3.67, net_arch=[64, 64])",
+    },
+    # Not in the zoo (NOT_IN_ZOO): stable-baselines3's SAC defaults.
+    ("sac", "InvertedPendulum-v5"): {"n_timesteps": 20_000, "policy": "MlpPolicy"},
+    ("sac", "InvertedDoublePendulum-v5"): {"n_timesteps": 50_000, "policy": "MlpPolicy"},
+    ("sac", "suite_envs:BeaconReach"): {"n_timesteps": 20_000, "policy": "MlpPolicy"},
+}
+NOT_IN_ZOO = {
+    ("sac", "InvertedPendulum-v5"): "the zoo tunes only the PyBullet version; SB3's SAC defaults",
+    ("sac", "InvertedDoublePendulum-v5"): "the zoo tunes only the PyBullet version; SB3's SAC defaults",
+    ("sac", "suite_envs:BeaconReach"): "our own task; SB3's SAC defaults",
 }
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
 OFF_POLICY = ("dqn", "sac", "td3")
 SMOKE_LEARNING_STARTS = 100  # so a smoke run of a few hundred steps trains at all
+
+
+def make(env_id: str) -> gym.Env:
+    """The env as dreamer builds it: a registered id through gym.make, or a module:Class."""
+    from dreamercli.envs import make_env
+
+    return make_env(env_id)
 
 
 def linear(initial: float) -> Callable[[float], float]:
@@ -99,7 +141,8 @@ def build(method: str, env_id: str, seed: int, smoke: bool = False):
     from stable_baselines3.common.vec_env import VecNormalize
 
     setup, hp = prepare(method, env_id, smoke)
-    venv = make_vec_env(env_id, n_envs=setup["n_envs"], seed=seed)  # DummyVecEnv of Monitor-wrapped envs
+    # DummyVecEnv of Monitor-wrapped envs, made as dreamer makes them (so module:Class works too).
+    venv = make_vec_env(lambda: make(env_id), n_envs=setup["n_envs"], seed=seed)
     if setup["normalize"]:
         norm = setup["normalize"]
         venv = VecNormalize(venv, **(parse_kwargs(norm) if isinstance(norm, str) else {}))
@@ -144,7 +187,7 @@ def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed
 
         def __init__(self) -> None:
             super().__init__()
-            self.envs = [gym.make(env_id) for _ in range(episodes)]  # separate from the training envs
+            self.envs = [make(env_id) for _ in range(episodes)]  # separate from the training envs
             self.curve: list[dict[str, float]] = []
             self.next_eval, self.eval_total, self.start = every, 0.0, time.perf_counter()
 

@@ -1,0 +1,247 @@
+"""The development suite: dreamer's defaults on tasks nobody tuned them on, against tuned SB3.
+
+    python benchmarks/suite.py                          # 8 tasks x 3 seeds, dreamer and its baseline, 2 jobs
+    python benchmarks/suite.py --tasks Acrobot-v1 --seeds 0 --jobs 1
+    python benchmarks/suite.py --ray --jobs 16          # runs as Ray tasks (ray.init(address="auto") if a
+                                                        # cluster runs, else a local one of --jobs CPUs)
+    python benchmarks/suite.py --smoke --out /tmp/suite # the whole pipeline in a minute
+
+For every task and seed, in one invocation: dreamer with default settings (`dreamer train --env
+TASK`: the default --algo, nothing keyed on the task) and one tuned stable-baselines3 baseline,
+each in its own process with one torch thread, interleaved by seed and task. Every run is
+evaluated alike: EVAL_EPISODES deterministic episodes on a separate env every `every` env steps
+(a twentieth of dreamer's budget, at least 500) and at the end; training seconds leave
+evaluation out. Writes suite.json (every run's curve), suite.md (the scoreboard, also printed)
+and suite.png (every curve, normalised per task) to --out. Needs the bench extra:
+pip install -e '.[bench]' (stable-baselines3 and gymnasium's MuJoCo tasks).
+
+The tasks (TASKS below) differ on purpose: discrete and continuous actions; early termination
+(CartPole, the two MuJoCo pendulums); sparse or deceptive rewards (both MountainCars, whose
+reward for moving at all is negative until the flag is found, and BeaconReach); 2 to 20
+observation dimensions; two MuJoCo tasks; one module:Class env of our own (suite_envs.py).
+Thresholds are each env's registered reward_threshold except where a note says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the race's machinery and suite_envs, beside this file
+import sample_efficiency as race  # noqa: E402
+
+# Baseline settings: baselines.HYPERPARAMS, each entry's source named there.
+TASKS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {"threshold": 475.0, "budget": 10_000, "baseline": "dqn", "baseline_budget": 50_000,
+                    "kind": "discrete, 4-d obs, early termination"},
+    "Acrobot-v1": {"threshold": -100.0, "budget": 10_000, "baseline": "dqn", "baseline_budget": 50_000,
+                   "kind": "discrete, 6-d obs, -1 per step until the goal"},
+    "MountainCar-v0": {"threshold": -110.0, "budget": 30_000, "baseline": "dqn", "baseline_budget": 120_000,
+                       "kind": "discrete, 2-d obs, sparse: -1 per step until the flag"},
+    "Pendulum-v1": {"threshold": -200.0, "budget": 5_000, "baseline": "sac", "baseline_budget": 10_000,
+                    "kind": "continuous, 3-d obs, dense", "note": "no registered threshold; the race's"},
+    "MountainCarContinuous-v0": {"threshold": 90.0, "budget": 20_000, "baseline": "sac", "baseline_budget": 50_000,
+                                 "kind": "continuous, 2-d obs, deceptive: moving costs until the flag pays 100"},
+    "InvertedPendulum-v5": {"threshold": 950.0, "budget": 10_000, "baseline": "sac", "baseline_budget": 20_000,
+                            "kind": "MuJoCo, continuous, 4-d obs, early termination"},
+    "InvertedDoublePendulum-v5": {"threshold": 9100.0, "budget": 20_000, "baseline": "sac",
+                                  "baseline_budget": 50_000,
+                                  "kind": "MuJoCo, continuous, 9-d obs, early termination"},
+    "suite_envs:BeaconReach": {"threshold": 120.0, "budget": 10_000, "baseline": "sac", "baseline_budget": 20_000,
+                               "kind": "module:Class, continuous, 20-d obs, sparse",
+                               "note": "ours; threshold from a hand-written controller (suite_envs.py)"},
+}
+SEEDS = [0, 1, 2]
+EVAL_EPISODES = 10
+SMOKE = {"budget": 300, "every": 150, "episodes": 2, "baseline_budget": 300}
+
+
+def eval_every(budget: int) -> int:
+    """A twentieth of dreamer's budget, at least 500 env steps, in whole hundreds."""
+    return max(500, budget // 20 // 100 * 100)
+
+
+def plan(names: list[str], seeds: list[int], out: Path, smoke: bool, stop: bool) -> list[dict[str, Any]]:
+    """The runs, interleaved by seed, then task, then method, as the race's worker reads them."""
+    tasks = []
+    for seed in seeds:
+        for name in names:
+            spec = TASKS[name]
+            every = SMOKE["every"] if smoke else eval_every(spec["budget"])
+            for method, budget in (("dreamer", spec["budget"]), (spec["baseline"], spec["baseline_budget"])):
+                if smoke:
+                    budget = SMOKE["budget"] if method == "dreamer" else SMOKE["baseline_budget"]
+                run = f"{name.replace(':', '.')}-{method}-s{seed}"
+                tasks.append({"method": method, "env": name, "seed": seed, "threshold": spec["threshold"],
+                              "budget": budget, "every": every,
+                              "episodes": SMOKE["episodes"] if smoke else EVAL_EPISODES, "smoke": smoke,
+                              "preset": "tiny" if smoke else "default", "stop": stop and method == "dreamer",
+                              "run_dir": str(out / "runs" / run), "result": str(out / "logs" / f"{run}.json")})
+    return tasks
+
+
+def run_all(tasks: list[dict[str, Any]], jobs: int, use_ray: bool, report) -> list[dict[str, Any]]:
+    """Each task through race.launch (its own process, one thread), locally or as Ray tasks."""
+    if not use_ray:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(race.launch, task) for task in tasks]
+            for future in as_completed(futures):
+                report(future.result())
+        return [f.result() for f in futures]
+    import ray
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address="auto", include_dashboard=False, log_to_driver=False)
+        except ConnectionError:  # no cluster running: a local one
+            ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False)
+    # One CPU each: a worker process with one torch thread. The tasks name files under --out,
+    # so the nodes must share it (one machine, or a shared filesystem).
+    remote = ray.remote(num_cpus=1)(race.launch)
+    pending = {remote.remote(task): i for i, task in enumerate(tasks)}
+    results: list[dict[str, Any] | None] = [None] * len(tasks)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        i = pending.pop(done[0])
+        results[i] = ray.get(done[0])
+        report(results[i])
+    return results
+
+
+def scoreboard(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """Markdown: one row per task, dreamer against its baseline, medians over seeds and ratios."""
+    summary = race.summarize(records)
+    lines = ["# Development suite: dreamer's defaults against tuned stable-baselines3", "",
+             f"{meta['date']}, commit {meta['git']['commit'][:10]}{' (dirty)' if meta['git']['dirty'] else ''}, "
+             f"{meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, {meta['jobs']} runs at once"
+             f"{' (Ray)' if meta['ray'] else ''}; seeds {', '.join(map(str, meta['seeds']))}.",
+             "Cells: median [min, max] over seeds; n.r. = not reached within the budget, counted as infinitely "
+             "slow. Ratios: dreamer's median over the baseline's (below 1: dreamer needs fewer).", "",
+             "| task | kind | threshold | dreamer reached | dreamer env steps | baseline | baseline reached "
+             "| baseline env steps | steps ratio | dreamer s | baseline s | seconds ratio "
+             "| final eval: dreamer / baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, spec in TASKS.items():
+        methods = summary.get(name)
+        if not methods or "dreamer" not in methods:
+            continue
+        ours, base = methods["dreamer"], methods.get(spec["baseline"])
+        if base is None:
+            continue
+
+        zoo = "not in zoo" if (spec["baseline"], name) in race_baselines().NOT_IN_ZOO else "zoo"
+        lines.append(f"| {name} | {spec['kind']} | {spec['threshold']:g} | {ours['steps']['reached']}/"
+                     f"{ours['steps']['n']} | {race._cell(ours['steps'], ',.0f')} | {spec['baseline']} ({zoo}) "
+                     f"| {base['steps']['reached']}/{base['steps']['n']} | {race._cell(base['steps'], ',.0f')} "
+                     f"| {_ratio(ours, base, 'steps')} | {race._cell(ours['seconds'], '.1f')} "
+                     f"| {race._cell(base['seconds'], '.1f')} | {_ratio(ours, base, 'seconds')} "
+                     f"| {_final(ours)} / {_final(base)} |")
+    notes = [f"- {name}: {spec['note']}" for name, spec in TASKS.items() if spec.get("note")]
+    missing = [f"- {m} on {e}: {why}" for (m, e), why in race_baselines().NOT_IN_ZOO.items() if e in summary]
+    return "\n".join([*lines, "", "Thresholds:", *notes, "", "Baselines the zoo does not tune:", *missing])
+
+
+def _ratio(ours: dict[str, Any], base: dict[str, Any], measure: str) -> str:
+    a, b = ours[measure]["median"], base[measure]["median"]
+    return "-" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
+
+
+def _final(entry: dict[str, Any]) -> str:
+    return "-" if entry["final"]["median"] is None else f"{entry['final']['median']:.1f}"
+
+
+def race_baselines():
+    """benchmarks/baselines.py (imported late: it needs gymnasium only, SB3 only when a run starts)."""
+    import baselines
+
+    return baselines
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    """One panel per task: eval return against env steps, normalised so 0 is the task's lowest
+    eval and 1 its threshold; a band over seeds per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in TASKS if any(r["env"] == n and r["curve"] for r in records)]
+    cols = min(4, max(1, len(names)))
+    rows = max(1, -(-len(names) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        runs = [r for r in records if r["env"] == name and r["curve"]]
+        threshold = TASKS[name]["threshold"]
+        low = min(p["return_mean"] for r in runs for p in r["curve"])
+        scale = threshold - low if threshold > low else 1.0
+        for i, method in enumerate(dict.fromkeys(r["method"] for r in runs)):
+            curves = [r["curve"] for r in runs if r["method"] == method]
+            xs = [[p["step"] for p in c] for c in curves]
+            ys = [[(p["return_mean"] - low) / scale for p in c] for c in curves]
+            grid, mid, lo, hi = race._band(xs, ys)
+            ax.plot(grid, mid, color=f"C{i}", drawstyle="steps-post", label=f"{method} (n={len(curves)})")
+            ax.fill_between(grid, lo, hi, step="post", color=f"C{i}", alpha=0.2, linewidth=0)
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set(title=name, xlabel="env steps", ylabel="return, 0 = lowest, 1 = threshold")
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run the suite, write suite.json, suite.md and suite.png; print the scoreboard."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (0 with --smoke)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (one core each)")
+    parser.add_argument("--ray", action="store_true", help="run each run as a Ray task")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "suite")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets: the pipeline end to end")
+    parser.add_argument("--stop-at-threshold", action="store_true",
+                        help="end dreamer's runs at their first eval at the threshold (screening)")
+    args = parser.parse_args(argv)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    seeds = args.seeds if args.seeds is not None else ([0] if args.smoke else SEEDS)
+    out = args.out.resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    tasks = plan(args.tasks, seeds, out, args.smoke, args.stop_at_threshold)
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", "benchmarks/suite.py", *argv]), "git": race.git_state(),
+            "machine": race.machine_info(), "load_start": list(os.getloadavg()), "jobs": args.jobs,
+            "ray": args.ray, "seeds": seeds, "smoke": args.smoke, "tasks": {n: TASKS[n] for n in args.tasks}}
+    console.print(f"{len(tasks)} runs, {args.jobs} at once{' on Ray' if args.ray else ''} -> {out}")
+    count = iter(range(1, len(tasks) + 1))
+
+    def report(r: dict[str, Any]) -> None:
+        status = (f"error: {r['error']}" if r["error"] else f"reached at {r['steps_to_threshold']} steps"
+                  if r["steps_to_threshold"] is not None else f"not reached (final {r['final_eval']:.1f})")
+        console.print(f"[{next(count)}/{len(tasks)}] {r['env']} {r['method']} s{r['seed']}: {status}, "
+                      f"{r['process_seconds'] or 0:.0f} s", highlight=False, markup=False)
+
+    records = run_all(tasks, args.jobs, args.ray, report)
+    meta["load_end"] = list(os.getloadavg())
+    (out / "suite.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    text = scoreboard(records, meta)
+    (out / "suite.md").write_text(text + "\n")
+    plot(records, out / "suite.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

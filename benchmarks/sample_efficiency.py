@@ -26,12 +26,10 @@ import argparse
 import contextlib
 import datetime
 import json
-import math
 import os
 import platform
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # seed_stats and baselines, beside this file (also when imported by path)
+from seed_stats import band, cell, reach, summarize  # noqa: E402
+
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
 OURS = ("dreamer", "model-free", "mbpo", "hybrid")  # dreamer's --algo values, each with default settings
 METHODS = {"CartPole-v1": (*OURS, "ppo", "dqn"), "Pendulum-v1": (*OURS, "sac", "td3")}
@@ -69,14 +70,6 @@ def dreamer_curve(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
     return curve
 
 
-def reach(curve: list[dict[str, float]], threshold: float) -> tuple[int | None, float | None]:
-    """(env steps, training seconds) at the first evaluation at or above threshold, else (None, None)."""
-    for point in curve:
-        if point["return_mean"] >= threshold:
-            return point["step"], point["train_seconds"]
-    return None, None
-
-
 def make_record(task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """One run's record: the task, its curve and what follows from the curve."""
     curve = result.get("curve") or []
@@ -88,41 +81,6 @@ def make_record(task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         "train_seconds": last.get("train_seconds"), "wall_seconds": result.get("wall_seconds"),
         "process_seconds": result.get("process_seconds"), "settings": result.get("settings"),
         "error": result.get("error"), "curve": curve}
-
-
-def censored(values: list[float | None]) -> dict[str, Any]:
-    """Median, min, max and reached k/n, counting a seed that never reached as infinitely slow.
-
-    So the median is finite only when a majority of seeds reached; None stands for not reached.
-    """
-    xs = [math.inf if v is None else float(v) for v in values]
-    if not xs:
-        return {"median": None, "min": None, "max": None, "reached": 0, "n": 0}
-
-    def finite(x: float) -> float | None:
-        return None if math.isinf(x) else x
-
-    return {"median": finite(statistics.median(xs)), "min": finite(min(xs)), "max": finite(max(xs)),
-            "reached": sum(v is not None for v in values), "n": len(values)}
-
-
-def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per env and method: censored stats of steps and seconds to threshold, and final evals."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in records:
-        out.setdefault(r["env"], {}).setdefault(r["method"], {"runs": []})["runs"].append(r)
-    for methods in out.values():
-        for entry in methods.values():
-            runs = entry.pop("runs")
-            finals = [r["final_eval"] for r in runs if r["final_eval"] is not None]
-            totals = [r["train_seconds"] for r in runs if r["train_seconds"] is not None]
-            entry.update(budget=runs[0]["budget"], threshold=runs[0]["threshold"],
-                         errors=sum(r["error"] is not None for r in runs),
-                         steps=censored([r["steps_to_threshold"] for r in runs]),
-                         seconds=censored([r["seconds_to_threshold"] for r in runs]),
-                         final=censored(finals) if finals else censored([]),
-                         train_seconds=statistics.median(totals) if totals else None)
-    return out
 
 
 def ratios(methods: dict[str, dict[str, Any]], algo: str = "dreamer") -> dict[str, dict[str, Any] | None]:
@@ -139,13 +97,6 @@ def ratios(methods: dict[str, dict[str, Any]], algo: str = "dreamer") -> dict[st
         out[measure] = {"baseline": best, "dreamer": ours, "best": rivals[best],
                         "ratio": ours / rivals[best] if rivals[best] > 0 else None}
     return out
-
-
-def _cell(stat: dict[str, Any], fmt: str) -> str:
-    def show(v: float | None) -> str:
-        return "n.r." if v is None else format(v, fmt)
-
-    return f"{show(stat['median'])} [{show(stat['min'])}, {show(stat['max'])}]" if stat["n"] else "-"
 
 
 def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -168,8 +119,8 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         for method, e in methods.items():
             total = "-" if e["train_seconds"] is None else f"{e['train_seconds']:.1f}"
             lines.append(f"| {method} | {e['budget']} | {e['steps']['reached']}/{e['steps']['n']} "
-                         f"| {_cell(e['steps'], '.0f')} | {_cell(e['seconds'], '.1f')} "
-                         f"| {_cell(e['final'], '.1f')} | {total} | {e['errors']} |")
+                         f"| {cell(e['steps'], '.0f')} | {cell(e['seconds'], '.1f')} "
+                         f"| {cell(e['final'], '.1f')} | {total} | {e['errors']} |")
         lines.append("")
         for algo in (m for m in OURS if m in methods):
             for measure, label in (("steps", "env steps"), ("seconds", "training seconds")):
@@ -182,17 +133,6 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                                  f"({r['dreamer']:.4g} vs {r['baseline']} {r['best']:.4g}; below 1 favours {algo})")
         lines.append("")
     return "\n".join(lines)
-
-
-def _band(xs: list[list[float]], ys: list[list[float]]):
-    """Median, min and max over seeds, step-wise: each seed's last eval holds until its next one."""
-    import numpy as np
-
-    # From the first x at which every seed has an eval; a finished run holds its final value.
-    grid = np.unique(np.concatenate([np.asarray(x, dtype=float) for x in xs]))
-    grid = grid[grid >= max(x[0] for x in xs)]
-    stack = np.stack([np.asarray(y)[np.searchsorted(x, grid, side="right") - 1] for x, y in zip(xs, ys, strict=True)])
-    return grid, np.median(stack, axis=0), stack.min(axis=0), stack.max(axis=0)
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
@@ -214,7 +154,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
                     continue
                 xs = [[p[key] for p in c] for c in curves]
                 ys = [[p["return_mean"] for p in c] for c in curves]
-                grid, mid, low, high = _band(xs, ys)
+                grid, mid, low, high = band(xs, ys)
                 colour = colours.get(method)
                 ax.plot(grid, mid, color=colour, drawstyle="steps-post", marker=".", markersize=3,
                         label=f"{method} (n={len(curves)})")

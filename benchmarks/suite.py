@@ -37,6 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the race's machinery and suite_envs, beside this file
 import sample_efficiency as race  # noqa: E402
+from seed_stats import band, cell, summarize  # noqa: E402
 
 # Baseline settings: baselines.HYPERPARAMS, each entry's source named there.
 TASKS: dict[str, dict[str, Any]] = {
@@ -99,10 +100,13 @@ def run_all(tasks: list[dict[str, Any]], jobs: int, use_ray: bool, report) -> li
     import ray
 
     if not ray.is_initialized():
+        # Ray's workers import race.launch by module name: they need this folder on their path.
+        path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+        runtime_env = {"env_vars": {"PYTHONPATH": path}}
         try:
-            ray.init(address="auto", include_dashboard=False, log_to_driver=False)
+            ray.init(address="auto", include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
         except ConnectionError:  # no cluster running: a local one
-            ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     # One CPU each: a worker process with one torch thread. The tasks name files under --out,
     # so the nodes must share it (one machine, or a shared filesystem).
     remote = ray.remote(num_cpus=1)(race.launch)
@@ -118,7 +122,7 @@ def run_all(tasks: list[dict[str, Any]], jobs: int, use_ray: bool, report) -> li
 
 def scoreboard(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """Markdown: one row per task, dreamer against its baseline, medians over seeds and ratios."""
-    summary = race.summarize(records)
+    summary = summarize(records)
     lines = ["# Development suite: dreamer's defaults against tuned stable-baselines3", "",
              f"{meta['date']}, commit {meta['git']['commit'][:10]}{' (dirty)' if meta['git']['dirty'] else ''}, "
              f"{meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, {meta['jobs']} runs at once"
@@ -139,10 +143,10 @@ def scoreboard(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
         zoo = "not in zoo" if (spec["baseline"], name) in race_baselines().NOT_IN_ZOO else "zoo"
         lines.append(f"| {name} | {spec['kind']} | {spec['threshold']:g} | {ours['steps']['reached']}/"
-                     f"{ours['steps']['n']} | {race._cell(ours['steps'], ',.0f')} | {spec['baseline']} ({zoo}) "
-                     f"| {base['steps']['reached']}/{base['steps']['n']} | {race._cell(base['steps'], ',.0f')} "
-                     f"| {_ratio(ours, base, 'steps')} | {race._cell(ours['seconds'], '.1f')} "
-                     f"| {race._cell(base['seconds'], '.1f')} | {_ratio(ours, base, 'seconds')} "
+                     f"{ours['steps']['n']} | {cell(ours['steps'], ',.0f')} | {spec['baseline']} ({zoo}) "
+                     f"| {base['steps']['reached']}/{base['steps']['n']} | {cell(base['steps'], ',.0f')} "
+                     f"| {_ratio(ours, base, 'steps')} | {cell(ours['seconds'], '.1f')} "
+                     f"| {cell(base['seconds'], '.1f')} | {_ratio(ours, base, 'seconds')} "
                      f"| {_final(ours)} / {_final(base)} |")
     notes = [f"- {name}: {spec['note']}" for name, spec in TASKS.items() if spec.get("note")]
     missing = [f"- {m} on {e}: {why}" for (m, e), why in race_baselines().NOT_IN_ZOO.items() if e in summary]
@@ -186,7 +190,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
             curves = [r["curve"] for r in runs if r["method"] == method]
             xs = [[p["step"] for p in c] for c in curves]
             ys = [[(p["return_mean"] - low) / scale for p in c] for c in curves]
-            grid, mid, lo, hi = race._band(xs, ys)
+            grid, mid, lo, hi = band(xs, ys)
             ax.plot(grid, mid, color=f"C{i}", drawstyle="steps-post", label=f"{method} (n={len(curves)})")
             ax.fill_between(grid, lo, hi, step="post", color=f"C{i}", alpha=0.2, linewidth=0)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)

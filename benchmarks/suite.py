@@ -89,8 +89,22 @@ def plan(names: list[str], seeds: list[int], out: Path, smoke: bool, stop: bool)
     return tasks
 
 
+def finished(task: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a run an earlier invocation finished without error (its result file), else None."""
+    path = Path(task["result"])
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if result.get("error") or not result.get("curve"):
+        return None
+    return race.make_record(task, result)
+
+
 def run_all(tasks: list[dict[str, Any]], jobs: int, use_ray: bool, report) -> list[dict[str, Any]]:
     """Each task through race.launch (its own process, one thread), locally or as Ray tasks."""
+    if not tasks:
+        return []
     if not use_ray:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = [pool.submit(race.launch, task) for task in tasks]
@@ -148,7 +162,7 @@ def scoreboard(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      f"| {_ratio(ours, base, 'steps')} | {cell(ours['seconds'], '.1f')} "
                      f"| {cell(base['seconds'], '.1f')} | {_ratio(ours, base, 'seconds')} "
                      f"| {_final(ours)} / {_final(base)} |")
-    notes = [f"- {name}: {spec['note']}" for name, spec in TASKS.items() if spec.get("note")]
+    notes = [f"- {name}: {spec['note']}" for name, spec in TASKS.items() if spec.get("note") and name in summary]
     missing = [f"- {m} on {e}: {why}" for (m, e), why in race_baselines().NOT_IN_ZOO.items() if e in summary]
     return "\n".join([*lines, "", "Thresholds:", *notes, "", "Baselines the zoo does not tune:", *missing])
 
@@ -216,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: the pipeline end to end")
     parser.add_argument("--stop-at-threshold", action="store_true",
                         help="end dreamer's runs at their first eval at the threshold (screening)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the runs an interrupted invocation with the same --out finished; run the rest")
     args = parser.parse_args(argv)
     from rich.console import Console
 
@@ -228,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             "command": shlex.join(["python", "benchmarks/suite.py", *argv]), "git": race.git_state(),
             "machine": race.machine_info(), "load_start": list(os.getloadavg()), "jobs": args.jobs,
             "ray": args.ray, "seeds": seeds, "smoke": args.smoke, "tasks": {n: TASKS[n] for n in args.tasks}}
-    console.print(f"{len(tasks)} runs, {args.jobs} at once{' on Ray' if args.ray else ''} -> {out}")
-    count = iter(range(1, len(tasks) + 1))
+    kept = {i: record for i, task in enumerate(tasks) if args.reuse and (record := finished(task)) is not None}
+    console.print(f"{len(tasks)} runs, {args.jobs} at once{' on Ray' if args.ray else ''} -> {out}"
+                  + (f"; {len(kept)} finished earlier, reused" if kept else ""))
+    count = iter(range(len(kept) + 1, len(tasks) + 1))
 
     def report(r: dict[str, Any]) -> None:
         status = (f"error: {r['error']}" if r["error"] else f"reached at {r['steps_to_threshold']} steps"
@@ -237,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[{next(count)}/{len(tasks)}] {r['env']} {r['method']} s{r['seed']}: {status}, "
                       f"{r['process_seconds'] or 0:.0f} s", highlight=False, markup=False)
 
-    records = run_all(tasks, args.jobs, args.ray, report)
+    fresh = iter(run_all([t for i, t in enumerate(tasks) if i not in kept], args.jobs, args.ray, report))
+    records = [kept[i] if i in kept else next(fresh) for i in range(len(tasks))]
+    meta["reused"] = len(kept)
     meta["load_end"] = list(os.getloadavg())
     (out / "suite.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     text = scoreboard(records, meta)

@@ -80,3 +80,11 @@ def test_smoke_suite_runs_every_task_and_method_and_writes_the_scoreboard(tmp_pa
         assert f"| {name} |" in text
     assert "sac (not in zoo)" in text and "dqn (zoo)" in text
     assert (tmp_path / "suite.png").stat().st_size > 20_000
+    # An interrupted suite goes on with --reuse: finished runs are kept, not run again.
+    (tmp_path / "logs" / "Acrobot-v1-dreamer-s0.json").unlink()
+    assert suite.main(["--smoke", "--out", str(tmp_path), "--reuse", "--tasks", "CartPole-v1", "Acrobot-v1"]) == 0
+    again = json.loads((tmp_path / "suite.json").read_text())
+    assert again["meta"]["reused"] == 3 and len(again["records"]) == 4
+    for r in again["records"]:  # a reused record was read back from its file, not timed by a process
+        rerun = (r["env"], r["method"]) == ("Acrobot-v1", "dreamer")
+        assert r["error"] is None and r["curve"] and (r["process_seconds"] is not None) == rerun

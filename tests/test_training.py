@@ -89,4 +89,4 @@ def test_logged_speed_is_per_window(tmp_path):
         assert row["train/sps"] == pytest.approx(window, rel=1e-6)
         previous = row
     averages = [r["step"] / r["time"] for r in rows]
-    assert any(abs(r["train/sps"] / a - 1) > 1e-3 for r, a in zip(rows[1:], averages[1:]))
+    assert any(abs(r["train/sps"] / a - 1) > 1e-3 for r, a in zip(rows[1:], averages[1:], strict=True))

@@ -20,16 +20,14 @@ class MLP(nn.Sequential):
 
     def __init__(self, *layers: nn.Module):
         super().__init__(*layers)
-        # A plain list (not registered again): the same modules, paired once.
-        self.pairs = [(layers[i], layers[i + 1]) for i in range(0, len(layers) - 1, 3)]
-
-    def blocks(self) -> list[tuple[nn.Linear, nn.LayerNorm]]:
-        """The hidden blocks as (linear, norm) pairs; the output layer is self[-1]."""
-        return self.pairs
+        # The hidden blocks as (linear, norm) pairs, the output layer being self[-1]: a plain
+        # list of the same modules (not registered again), paired once.
+        self.blocks: list[tuple[nn.Linear, nn.LayerNorm]] = [
+            (layers[i], layers[i + 1]) for i in range(0, len(layers) - 1, 3)]
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer's activations (the input of the output layer)."""
-        for linear, norm in self.blocks():
+        for linear, norm in self.blocks:
             x = hidden_block(F.linear(x, linear.weight, linear.bias), norm)
         return x
 
@@ -37,7 +35,7 @@ class MLP(nn.Sequential):
         """forward() for 2-D inputs with every weight transposed once, for a loop that calls
         the same net at every step (a rollout): a transpose per layer, call and step, and its
         backward, add up there."""
-        blocks = [(linear.weight.t(), linear.bias, norm) for linear, norm in self.pairs]
+        blocks = [(linear.weight.t(), linear.bias, norm) for linear, norm in self.blocks]
         w_last, b_last = self[-1].weight.t(), self[-1].bias
 
         def forward(x: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,7 @@ class WorldModel(nn.Module):
         """step(z, a_in) -> (prior mean, last hidden layer) for latents z (N, latent) and
         action_input a_in (N, hidden), the weights prepared once for a whole rollout."""
         net, n = self.dynamics, self.cfg.latent_dim
-        (first, first_norm), *rest = net.blocks()
+        (first, first_norm), *rest = net.blocks
         w_z = first.weight[:, :n].t()
         rest_t = [(linear.weight.t(), linear.bias, norm) for linear, norm in rest]
         last = net[-1]

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from importlib import metadata
 from pathlib import Path
@@ -261,6 +262,33 @@ def launch(task: dict[str, Any]) -> dict[str, Any]:
     return make_record(task, result)
 
 
+def run_local(tasks: list[dict[str, Any]], jobs: int, report: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Launch the tasks, at most `jobs` at once; report each record as it ends; records in task order."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(launch, task) for task in tasks]
+        for future in as_completed(futures):
+            report(future.result())
+    return [f.result() for f in futures]
+
+
+def status(r: dict[str, Any]) -> str:
+    """One line on how a run ended, for the progress printed while a benchmark runs."""
+    if r["error"]:
+        outcome = f"error: {r['error']}"
+    elif r["steps_to_threshold"] is not None:
+        outcome = f"reached at {r['steps_to_threshold']} steps, {r['seconds_to_threshold']:.1f} train s"
+    else:
+        outcome = f"not reached (final {r['final_eval']:.1f})"
+    return f"{r['env']} {r['method']} s{r['seed']}: {outcome}, {r['process_seconds'] or 0:.0f} s"
+
+
+def provenance(script: str, argv: list[str], jobs: int) -> dict[str, Any]:
+    """When, by which command, at which commit, on which machine and load a benchmark ran."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", f"benchmarks/{script}", *argv]), "git": git_state(),
+            "machine": machine_info(), "load_start": list(os.getloadavg()), "jobs": jobs}
+
+
 def parse_budgets(items: list[str], smoke: bool) -> dict[str, dict[str, int]]:
     """Budgets per env and method, with METHOD=STEPS or ENV:METHOD=STEPS overrides applied."""
     budgets = {env: {m: SMOKE_BUDGETS[m] if smoke else b for m, b in per.items()} for env, per in BUDGETS.items()}
@@ -319,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from rich.console import Console
-    from rich.markup import escape
 
     console = Console(stderr=True)
     seeds = args.seeds if args.seeds is not None else ([0] if args.smoke else SEEDS)
@@ -339,25 +366,13 @@ def main(argv: list[str] | None = None) -> int:
                                   "smoke": args.smoke, "preset": "tiny" if args.smoke else "default",
                                   "stop": args.stop_at_threshold, "set": settings,
                                   "run_dir": str(out / "runs" / name), "result": str(out / "logs" / f"{name}.json")})
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join(["python", "benchmarks/sample_efficiency.py", *argv]),
-            "git": git_state(), "machine": machine_info(), "load_start": list(os.getloadavg()),
-            "jobs": args.jobs, "seeds": seeds, "budgets": budgets, "eval_every": every,
-            "eval_episodes": episodes, "smoke": args.smoke, "thresholds": THRESHOLDS, "set": settings}
+    meta = {**provenance("sample_efficiency.py", argv, args.jobs), "seeds": seeds, "budgets": budgets,
+            "eval_every": every, "eval_episodes": episodes, "smoke": args.smoke, "thresholds": THRESHOLDS,
+            "set": settings}
     console.print(f"{len(tasks)} runs, {args.jobs} at once -> {out}")
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(launch, task) for task in tasks]
-        for done, future in enumerate(as_completed(futures), 1):
-            r = future.result()
-            if r["error"]:
-                status = f"[red]error: {escape(r['error'])}[/red]"
-            elif r["steps_to_threshold"] is not None:
-                status = f"reached at {r['steps_to_threshold']} steps, {r['seconds_to_threshold']:.1f} train s"
-            else:
-                status = f"not reached (final {r['final_eval']:.1f})"
-            console.print(f"[{done}/{len(tasks)}] {r['env']} {r['method']} s{r['seed']}: {status}, "
-                          f"{r['process_seconds'] or 0:.0f} s", highlight=False)
-    records = [f.result() for f in futures]  # in schedule order
+    count = iter(range(1, len(tasks) + 1))
+    records = run_local(tasks, args.jobs, lambda r: console.print(
+        f"[{next(count)}/{len(tasks)}] {status(r)}", highlight=False, markup=False))
     meta["load_end"] = list(os.getloadavg())
     (out / "sample_efficiency.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     text = markdown(records, meta)

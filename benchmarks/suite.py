@@ -25,12 +25,9 @@ Thresholds are each env's registered reward_threshold except where a note says o
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import shlex
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +103,7 @@ def run_all(tasks: list[dict[str, Any]], jobs: int, use_ray: bool, report) -> li
     if not tasks:
         return []
     if not use_ray:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(race.launch, task) for task in tasks]
-            for future in as_completed(futures):
-                report(future.result())
-        return [f.result() for f in futures]
+        return race.run_local(tasks, jobs, report)
     import ray
 
     if not ray.is_initialized():
@@ -240,20 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     tasks = plan(args.tasks, seeds, out, args.smoke, args.stop_at_threshold)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join(["python", "benchmarks/suite.py", *argv]), "git": race.git_state(),
-            "machine": race.machine_info(), "load_start": list(os.getloadavg()), "jobs": args.jobs,
-            "ray": args.ray, "seeds": seeds, "smoke": args.smoke, "tasks": {n: TASKS[n] for n in args.tasks}}
+    meta = {**race.provenance("suite.py", argv, args.jobs), "ray": args.ray, "seeds": seeds, "smoke": args.smoke,
+            "tasks": {n: TASKS[n] for n in args.tasks}}
     kept = {i: record for i, task in enumerate(tasks) if args.reuse and (record := finished(task)) is not None}
     console.print(f"{len(tasks)} runs, {args.jobs} at once{' on Ray' if args.ray else ''} -> {out}"
                   + (f"; {len(kept)} finished earlier, reused" if kept else ""))
     count = iter(range(len(kept) + 1, len(tasks) + 1))
 
     def report(r: dict[str, Any]) -> None:
-        status = (f"error: {r['error']}" if r["error"] else f"reached at {r['steps_to_threshold']} steps"
-                  if r["steps_to_threshold"] is not None else f"not reached (final {r['final_eval']:.1f})")
-        console.print(f"[{next(count)}/{len(tasks)}] {r['env']} {r['method']} s{r['seed']}: {status}, "
-                      f"{r['process_seconds'] or 0:.0f} s", highlight=False, markup=False)
+        console.print(f"[{next(count)}/{len(tasks)}] {race.status(r)}", highlight=False, markup=False)
 
     fresh = iter(run_all([t for i, t in enumerate(tasks) if i not in kept], args.jobs, args.ray, report))
     records = [kept[i] if i in kept else next(fresh) for i in range(len(tasks))]

@@ -254,8 +254,9 @@ def save_weights(run_dir: Path, tensors: dict) -> None:
 def check_safetensors(path: Path) -> None:
     """Refuse anything but a safetensors file by its first bytes, before any parser sees it.
 
-    safetensors starts with an 8-byte little-endian header length and a JSON header; a pickle
-    starts with 0x80, a torch zip archive with 'PK'. Nothing here ever unpickles.
+    safetensors starts with an 8-byte little-endian header length and a JSON header; what does
+    not is named when it can be (a pickle starts with 0x80, a torch zip archive with 'PK').
+    Nothing here ever unpickles.
     """
     try:
         size = path.stat().st_size
@@ -263,13 +264,14 @@ def check_safetensors(path: Path) -> None:
             head = f.read(9)
     except OSError as err:
         raise RunError(f"cannot read {path}: {err.strerror or err}") from None
+    header = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if 0 < header <= size - 8 and head[8:9] == b"{":
+        return  # the header's length can begin with any byte, 0x80 or "PK" included: judge it first
     kind = ("a pickle" if head[:1] == b"\x80" else "a zip archive (torch.save?)" if head[:2] == b"PK"
             else None)
     if kind:
         raise RunError(f"{path} is {kind}, not safetensors: refusing to load it (pickles can run code)")
-    header = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
-    if not (0 < header <= size - 8) or head[8:9] != b"{":
-        raise RunError(f"{path} is not a safetensors file (truncated or damaged)")
+    raise RunError(f"{path} is not a safetensors file (truncated or damaged)")
 
 
 def load_tensors(path: Path) -> tuple[dict, dict[str, str]]:

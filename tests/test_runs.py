@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dreamercli import runs
 from dreamercli.agent import Agent
@@ -100,3 +101,18 @@ def test_existing_folder_needs_force(tmp_path):
 def test_spec_survives_the_round_trip(pendulum_run):
     _, spec = runs.load_config(pendulum_run)
     assert spec == spec_of(make_env("Pendulum-v1"))
+
+
+@pytest.mark.parametrize("first_bytes", [b"\x80", b"PK"])
+def test_a_safetensors_header_length_that_starts_like_a_pickle_still_loads(tmp_path, first_bytes):
+    from safetensors.torch import save
+
+    # Pad the metadata until the header's length, little-endian, begins with these bytes.
+    for pad in range(70_000):
+        data = save({"w": torch.zeros(2)}, metadata={"pad": "x" * pad})
+        if data.startswith(first_bytes):
+            break
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(data)
+    tensors, meta = runs.load_tensors(path)
+    assert torch.equal(tensors["w"], torch.zeros(2)) and meta["pad"] == "x" * pad

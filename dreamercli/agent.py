@@ -74,18 +74,26 @@ class Agent(nn.Module):
             return self.world_model.encode_mean(obs)
         return symlog(obs)
 
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """The agent-side action for one observation: an index, or a vector in [-1, 1]."""
-        return self.act_batch(np.asarray(obs)[None], deterministic)[0]
+    def act(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None) -> np.ndarray:
+        """The agent-side action for one observation: an index, or a vector in [-1, 1].
+
+        noise: the step's exploration noise (action_dim standard normals, see exploration.py);
+        without it a sampled action draws its own from torch's generator.
+        """
+        batch_noise = None if noise is None else np.asarray(noise)[None]
+        return self.act_batch(np.asarray(obs)[None], deterministic, batch_noise)[0]
 
     @torch.no_grad()
-    def act_batch(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False,
+                  noise: np.ndarray | None = None) -> np.ndarray:
         """Actions for a batch of observations (n, obs): indices (n,) or vectors (n, act)."""
         o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
         x = self.policy_input(o)
         actor = self.policy
         if deterministic:
             action = actor.mode(x)
+        elif noise is not None:
+            action = actor.explore(x, torch.as_tensor(np.asarray(noise, np.float32), device=self.device))
         else:
             action = actor.rollout_action(x, actor.noise(x.shape[:1], x.device))[0]
         action = action.cpu().numpy()
@@ -154,6 +162,9 @@ class Agent(nn.Module):
                 traj = wm.imagine(starts, policy, ac_cfg.horizon, sample=self.imagine_samples())
             z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
             reward = wm.reward(z, a)  # (H, N)
+            novelty = None if wm.disagreement is None else wm.disagreement.bonus(z, a)
+            if novelty is not None:
+                reward = reward + wm.cfg.novelty * novelty
             cont = wm.cont(traj.latents[1:])  # (H, N): does the episode go on after step t?
             returns, values = ac.returns(reward, cont, traj.latents)  # (H, N), (H + 1, N)
         finally:
@@ -190,6 +201,7 @@ class Agent(nn.Module):
             "ac/imagined_return": returns.mean().item(),
             "ac/imagined_reward": reward.mean().item(),
             "ac/return_scale": scale.item(),
+            **({} if novelty is None else {"ac/novelty": novelty.mean().item()}),
         }
 
     def imagine_samples(self) -> bool:

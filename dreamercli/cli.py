@@ -115,6 +115,12 @@ def train(
         help="Random-action env steps before learning.", rich_help_panel=HP)] = None,
     pretrain: Annotated[int | None, typer.Option(
         help="World-model-only updates on the prefill data.", rich_help_panel=HP)] = None,
+    novelty: Annotated[float | None, typer.Option(
+        help="Imagined reward for the disagreement of an ensemble of one-step models, per step and "
+             "relative to its mean (0: no ensemble).", rich_help_panel=HP)] = None,
+    noise_exponent: Annotated[float | None, typer.Option(
+        help="Exploration noise colour, 0-2: its spectrum falls as 1/f^x (0 white, 1 pink: longer "
+             "drifts reach rewards far from the start).", rich_help_panel=HP)] = None,
     eval_every: Annotated[int | None, typer.Option(
         help="Env steps between evaluations (0: only at the end).", rich_help_panel=HP)] = None,
     eval_episodes: Annotated[int | None, typer.Option(

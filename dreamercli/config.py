@@ -30,6 +30,8 @@ class WorldModelConfig:
     consistency: float = 20.0  # weight of the open-loop latent consistency loss (per dim)
     kl_rep: float = 0.1  # weight of KL(posterior || stop-grad prior) per dim: shapes the encoder
     min_std: float = 0.05  # lower bound of every latent standard deviation
+    novelty: float = 0.0  # imagined reward for disagreement, per step, relative to its mean (0: no ensemble)
+    novelty_heads: int = 5  # one-step predictors in that ensemble
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class TrainConfig:
     buffer_size: int = 100_000  # real transitions kept in replay
     train_ratio: float = 0.5  # gradient updates per env step once prefill is done
     prefill: int = 500  # env steps of uniformly random actions before learning starts
+    # Collection noise (prefill and policy samples) has a 1/f^noise_exponent spectrum: 0 white,
+    # 1 pink, 2 red. Same per-step distribution; longer drifts reach rewards far from the start.
+    noise_exponent: float = 1.0
     pretrain: int = 200  # world-model-only updates on the prefill data, before behaviour learning
     eval_every: int = 1_000  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # deterministic episodes per evaluation
@@ -270,6 +275,8 @@ def validate(config: Config) -> Config:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name} must be > 0, got {value}")
+    if wm.novelty_heads < 2:
+        raise ConfigError(f"novelty_heads must be >= 2, got {wm.novelty_heads}")
     if wm.seq_len < 2:
         raise ConfigError(f"seq_len must be >= 2, got {wm.seq_len}")
     for name, value in {"discount": ac.discount, "lam": ac.lam,
@@ -278,7 +285,7 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{name} must be in (0, 1], got {value}")
     for name, value in {"seed": tr.seed, "prefill": tr.prefill, "pretrain": tr.pretrain, "eval_every": tr.eval_every,
                         "checkpoint_every": tr.checkpoint_every,
-                        "entropy": ac.entropy, "consistency": wm.consistency,
+                        "entropy": ac.entropy, "consistency": wm.consistency, "novelty": wm.novelty,
                         "kl_rep": wm.kl_rep}.items():
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
@@ -299,6 +306,8 @@ def validate(config: Config) -> Config:
     for name, value in {"sac_ratio": ln.sac_ratio, "branch_length": ln.branch_length}.items():
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
+    if not 0 <= tr.noise_exponent <= 2:
+        raise ConfigError(f"noise_exponent must be in [0, 2], got {tr.noise_exponent}")
     if ac.imag_noise not in IMAG_NOISE:
         raise ConfigError(f"imag_noise must be one of {', '.join(IMAG_NOISE)}, got '{ac.imag_noise}'")
     if tr.device not in ("auto", "cpu", "cuda"):

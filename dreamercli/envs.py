@@ -52,13 +52,13 @@ def _resolve(env_id: str):
     return env_id
 
 
-def _has_time_limit(env: gym.Env) -> bool:
-    """Whether a TimeLimit wrapper is anywhere in env's chain of wrappers."""
+def step_limit(env: gym.Env) -> int | None:
+    """The step limit of the first TimeLimit wrapper in env's chain of wrappers, or None."""
     while isinstance(env, gym.Wrapper):
         if isinstance(env, TimeLimit):
-            return True
+            return env._max_episode_steps
         env = env.env
-    return False
+    return None
 
 
 def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None,
@@ -82,7 +82,7 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         raise EnvError(f"cannot make environment '{env_id}': {type(err).__name__}: {err}") from None
     if not isinstance(env, gym.Env):
         raise EnvError(f"'{env_id}' made a {type(env).__name__}, not a gymnasium.Env")
-    if not _has_time_limit(env):
+    if step_limit(env) is None:
         env = TimeLimit(env, max_episode_steps)
     spec_of(env)
     if seed is not None:

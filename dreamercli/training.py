@@ -21,8 +21,9 @@ from .agent import Agent, resolve_device
 from .buffer import ReplayBuffer
 from .checkpoint import Diverged
 from .config import Config, to_dict, validate, with_overrides
-from .envs import EnvError, encode_action, make_env, random_action, spec_of, threshold_of, to_env_action
+from .envs import EnvError, encode_action, make_env, spec_of, step_limit, threshold_of, to_env_action
 from .evaluation import EVAL_SEED_OFFSET, evaluate_policy
+from .exploration import EpisodeNoise, random_action_from
 from .learners import branched
 from .learners.trust import TrustGuard
 from .progress import CostModel, Progress
@@ -56,6 +57,7 @@ class LoopState:
     # env's generator state before its reset (None: the seeded first reset) and the actions since.
     episode_reset: dict[str, Any] | None = None
     episode_actions: list[Any] = field(default_factory=list)
+    noise_seed: int = 0  # seed of the current episode's exploration noise (exploration.EpisodeNoise)
 
 
 class Trainer:
@@ -71,6 +73,7 @@ class Trainer:
         self.rng = np.random.default_rng(tr.seed)
         self.env = make_env(config.env, seed=tr.seed, max_episode_steps=tr.max_episode_steps)
         self.spec = spec_of(self.env)
+        self.noise = EpisodeNoise(self.spec.action_dim, tr.noise_exponent, step_limit(self.env) or tr.max_episode_steps)
         self.threshold = threshold_of(config.env, tr.threshold)
         self.agent = Agent(config, self.spec, resolve_device(tr.device))
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
@@ -130,6 +133,8 @@ class Trainer:
         """Start an episode, remembering how, so that resume can start it the same way."""
         st = self.state
         st.episode_actions = []
+        st.noise_seed = int(self.rng.integers(2**62))
+        self.noise.restart(st.noise_seed)
         if st.step == 0 and st.episode == 0:
             st.episode_reset = None
             return self.env.reset(seed=self.tr.seed)[0]
@@ -143,6 +148,7 @@ class Trainer:
         if st.episode_reset is not None:
             self.env.unwrapped.np_random.bit_generator.state = st.episode_reset
             obs = self.env.reset()[0]
+        self.noise.restart(st.noise_seed, consumed=len(st.episode_actions))
         for action in st.episode_actions:
             obs = self._env_step(np.asarray(action, dtype=np.float32 if not self.spec.discrete else np.int64))[0]
         return obs
@@ -168,7 +174,9 @@ class Trainer:
     def collect(self) -> None:
         """One env step with a random (prefill) or policy action, stored in replay."""
         st, began = self.state, time.perf_counter()
-        action = random_action(self.spec, self.rng) if st.step <= self.tr.prefill else self.agent.act(self.obs)
+        noise = self.noise.next()
+        action = random_action_from(self.spec, noise) if st.step <= self.tr.prefill \
+            else self.agent.act(self.obs, noise=noise)
         next_obs, reward, terminated, truncated = self._env_step(action)
         st.episode_actions.append(action.tolist())
         encoded = encode_action(self.spec, action)

@@ -103,6 +103,17 @@ class Actor(nn.Module):
         mean, std = self._split(out)
         return torch.tanh(torch.addcmul(mean, std, noise)), std
 
+    def explore(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """A sampled action driven by given standard-normal noise (..., action_dim), which may be
+        correlated in time: Gumbel-max over the policy's probabilities (the Gumbel noise made from
+        the normal through its CDF) or the reparameterised squashed Gaussian."""
+        out = self.net(z)
+        if not self.discrete:
+            return self._action(out, noise)[0]
+        uniform = torch.special.ndtr(noise).clamp(1e-12, 1.0 - 1e-12)
+        choice = (self._probs(out).log() - torch.log(-torch.log(uniform))).argmax(-1)
+        return F.one_hot(choice, self.action_dim).to(z.dtype)
+
     @staticmethod
     def squashed_log_prob(action: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """log pi(a) of a = tanh(mean + std * noise): the Gaussian log-density of the pre-tanh

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..config import WorldModelConfig
 from ..nets import gaussian, gaussian_kl, gaussian_nll, hidden_block, mlp, symexp, symlog, zero_output
+from .ensemble import Disagreement
 
 
 class Imagined(NamedTuple):
@@ -45,6 +46,8 @@ class WorldModel(nn.Module):
         self.reward_head = zero_output(mlp(latent + action_dim, hidden, 1, layers))
         self.cont_head = mlp(latent, hidden, 1, layers)
         self.decoder = mlp(latent, hidden, obs_dim, layers)
+        # Trained beside the model on the same batches (its own loss term, detached inputs).
+        self.disagreement = Disagreement(latent, action_dim, hidden, cfg.novelty_heads) if cfg.novelty > 0 else None
 
     # -- the maths -------------------------------------------------------------------------
 
@@ -214,6 +217,10 @@ class WorldModel(nn.Module):
             "cont_loss": masked2(F.binary_cross_entropy_with_logits(c_logit, 1.0 - term, reduction="none")
                                  * balance),
         }
+        if self.disagreement is not None:
+            # Posterior means to posterior means: the heads learn the data, not the model's errors.
+            losses["novelty_fit"] = masked(self.disagreement.loss(q_mean[:, :-1].detach(), actions,
+                                                                  target.detach()))
         with torch.no_grad():
             # Diagnostics: the open-loop observation error at the last step, in env units.
             err = (self.decode(p_mean[:, -1]) - next_obs[:, -1]).abs().mean(-1)  # (B,)

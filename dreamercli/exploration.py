@@ -18,9 +18,8 @@ episode, drawn from a seed that the loop keeps, so a resumed run redraws the sam
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import torch
 
 from .envs import EnvSpec
 
@@ -41,7 +40,7 @@ def colored_noise(length: int, dims: int, exponent: float, rng: np.random.Genera
 
 def normal_cdf(x: np.ndarray) -> np.ndarray:
     """Phi(x), elementwise: maps standard-normal noise to uniform noise in (0, 1)."""
-    return np.asarray([0.5 * math.erfc(-v / math.sqrt(2.0)) for v in np.ravel(x)]).reshape(np.shape(x))
+    return torch.special.ndtr(torch.as_tensor(x, dtype=torch.float64)).numpy()  # the Phi Actor.explore uses
 
 
 def random_action_from(spec: EnvSpec, noise: np.ndarray) -> np.ndarray:

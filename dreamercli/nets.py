@@ -76,6 +76,15 @@ def zero_output(net: nn.Sequential) -> nn.Sequential:
     return net
 
 
+@torch.no_grad()
+def follow_(average: torch.Tensor, value: torch.Tensor, rate: float) -> torch.Tensor:
+    """Move a running average (a 0-d buffer) a step of `rate` toward value, in place; while it
+    is still 0 (unset) it takes the value whole, so early steps are not pulled toward 0."""
+    if average.item() == 0.0:
+        return average.copy_(value)
+    return average.mul_(1 - rate).add_(rate * value)
+
+
 def symlog(x: torch.Tensor) -> torch.Tensor:
     """sign(x) * log(1 + |x|): squashes large magnitudes, near identity around zero."""
     return torch.sign(x) * torch.log1p(x.abs())

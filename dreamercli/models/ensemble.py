@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from ..nets import follow_
+
 NOVELTY_EMA = 0.01  # rate at which the running mean of novelty follows each update's
 
 
@@ -58,9 +60,4 @@ class Disagreement(nn.Module):
     def bonus(self, z: torch.Tensor, action: torch.Tensor, rate: float = NOVELTY_EMA) -> torch.Tensor:
         """novelty() over its running mean (updated with these steps): about 1 on average."""
         novelty = self.novelty(z, action)
-        batch_mean = novelty.detach().mean()
-        if self.novelty_mean.item() == 0.0:
-            self.novelty_mean.copy_(batch_mean)
-        else:
-            self.novelty_mean.lerp_(batch_mean, rate)
-        return novelty / self.novelty_mean.clamp(min=1e-8)
+        return novelty / follow_(self.novelty_mean, novelty.detach().mean(), rate).clamp(min=1e-8)

@@ -88,3 +88,23 @@ def test_novelty_settings_are_checked():
         validate(with_overrides(from_preset("tiny"), {"novelty": -1.0}))
     with pytest.raises(ConfigError, match="novelty_heads must be >= 2"):
         validate(with_overrides(from_preset("tiny"), {"novelty_heads": 1}))
+
+
+def test_the_imagined_reward_carries_the_bonus_times_novelty():
+    # Same seed, same data: only the bonus's weight differs, so the imagined rewards differ by
+    # exactly the change of weight times the (identical) mean bonus.
+    def first_update(novelty: float) -> dict[str, float]:
+        torch.manual_seed(0)
+        agent = agent_with(novelty)
+        B, L, spec = 4, 8, agent.spec
+        gen = torch.Generator().manual_seed(1)
+        actions = torch.nn.functional.one_hot(torch.randint(spec.action_dim, (B, L), generator=gen),
+                                              spec.action_dim).float()
+        batch = SequenceBatch(torch.randn(B, L, spec.obs_dim, generator=gen), actions, torch.zeros(B, L),
+                              torch.randn(B, L, spec.obs_dim, generator=gen), torch.zeros(B, L),
+                              torch.ones(B, L, dtype=torch.bool))
+        return agent.update(batch)
+
+    low, high = first_update(0.5), first_update(1.0)
+    assert low["ac/novelty"] == pytest.approx(high["ac/novelty"], rel=1e-6)
+    assert high["ac/imagined_reward"] - low["ac/imagined_reward"] == pytest.approx(0.5 * low["ac/novelty"], rel=1e-4)

@@ -58,6 +58,10 @@ class Agent(nn.Module):
         self.wm_opt = None if self.world_model is None else FlatAdam(self.world_model, wm.wm_lr,
                                                                       GRAD_CLIP["world_model"])
         self.actor_opt = FlatAdam(self.policy, ac.actor_lr if algo == "dreamer" else ln.sac_lr, GRAD_CLIP["actor"])
+        # The imagination path's steps on the policy: dreamer's one optimiser; for hybrid a twin
+        # at actor_lr with its own moments, so that SAC's and imagination's gradients, whose
+        # scales differ, do not set each other's step size.
+        self.imag_actor_opt = self.actor_opt.twin(ac.actor_lr) if algo == "hybrid" else self.actor_opt
         self.critic_opt = None if self.actor_critic is None else FlatAdam(self.actor_critic.critic, ac.critic_lr,
                                                                            GRAD_CLIP["critic"])
         self.sac = None if algo == "dreamer" else SAC(ln, spec.obs_dim, spec.action_dim, spec.discrete,
@@ -184,15 +188,16 @@ class Agent(nn.Module):
         critic_loss = ac.critic_loss(z, returns, weight)
         # One backward pass for both: their parameters are disjoint and the critic reads
         # detached inputs, so each gets exactly the gradient of its own loss.
-        self.actor_opt.zero_grad()
+        actor_opt = self.imag_actor_opt
+        actor_opt.zero_grad()
         self.critic_opt.zero_grad()
         (actor_loss + critic_loss).backward()
         # Both or neither: a half step would let the actor follow a critic that did not move.
-        actor_ok = bool(torch.isfinite(self.actor_opt.param.grad).all())
+        actor_ok = bool(torch.isfinite(actor_opt.param.grad).all())
         if not (actor_ok and self.critic_opt.step()):
-            self.actor_opt.zero_grad()
+            actor_opt.zero_grad()
             return None
-        self.actor_opt.step()
+        actor_opt.step()
         ac.update_slow_critic()
         return {
             "ac/actor_loss": actor_loss.item(),
@@ -217,6 +222,8 @@ class Agent(nn.Module):
     def optimisers(self) -> dict[str, FlatAdam]:
         """The optimisers by stable name (part of the checkpoint format)."""
         opts = {"world_model": self.wm_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+        if self.imag_actor_opt is not self.actor_opt:
+            opts["actor_imagination"] = self.imag_actor_opt
         if self.sac is not None:
             opts.update(self.sac.optimisers())
         return {k: v for k, v in opts.items() if v is not None}

@@ -34,8 +34,21 @@ class FlatAdam:
                 p.data = self.param.data[offset:offset + n].view_as(p)
                 p.grad = self.param.grad[offset:offset + n].view_as(p)
                 offset += n
-        self.clip = clip
+        self.clip, self.eps = clip, eps
         self.adam = torch.optim.Adam([self.param], lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
+
+    def twin(self, lr: float) -> FlatAdam:
+        """A second optimiser of the same flat parameters, with its own Adam moments and rate.
+
+        For one network trained by two objectives whose gradients differ in scale (hybrid's
+        policy: SAC's loss and imagined returns): shared moments would let one objective's
+        gradient size set the other's step.
+        """
+        twin = object.__new__(FlatAdam)
+        twin.param, twin.clip, twin.eps = self.param, self.clip, self.eps
+        twin.adam = torch.optim.Adam([self.param], lr=lr, eps=self.eps,
+                                     fused=self.param.device.type in ("cpu", "cuda"))
+        return twin
 
     def zero_grad(self) -> None:
         """Zero every gradient in place (the views must stay, so never set them to None)."""

@@ -69,3 +69,24 @@ def test_hybrid_has_one_policy_that_both_paths_train(env):
     assert agent.update_sac(buffer.sample_transitions(32, rng, agent.device)) is not None
     assert any(not torch.equal(a, b) for a, b in zip(policy, agent.policy.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(critics, agent.sac.critics.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_hybrid_paths_step_the_policy_with_their_own_rates_and_moments(env):
+    agent, buffer = agent_and_replay(env, algo="hybrid", actor_lr=1e-5, sac_lr=1e-3)
+    opts = agent.optimisers()
+    imag, sac = opts["actor_imagination"], opts["actor"]
+    assert imag.param is sac.param  # one set of weights, two Adam states
+    rng = np.random.default_rng(0)
+    agent.update(buffer.sample(8, 8, rng, agent.device), behave=False)
+    before = imag.param.detach().clone()
+    assert agent.update(buffer.sample(8, 8, rng, agent.device), behave=True) is not None
+    # Adam's first step moves each weight by about lr at most: the imagination path's actor_lr
+    moved = (imag.param.detach() - before).abs().max().item()
+    assert 0 < moved <= 1.01e-5, moved
+    assert imag.state_tensors() and not sac.state_tensors()  # SAC's moments untouched
+    before = sac.param.detach().clone()
+    assert agent.update_sac(buffer.sample_transitions(32, rng, agent.device)) is not None
+    moved = (sac.param.detach() - before).abs().max().item()
+    assert 1.01e-5 < moved <= 1.01e-3, moved
+    assert int(imag.state_tensors()["step"]) == 1 and int(sac.state_tensors()["step"]) == 1

@@ -26,8 +26,9 @@ from .imagination import Actor
 GRAD_CLIP = 100.0  # like every other optimiser of the project (agent.GRAD_CLIP)
 # Target entropy of discrete policies as a share of the uniform policy's log(A). Half of it keeps
 # enough exploration early and lets the policy become near-deterministic (the 1% uniform mix
-# floors the entropy at 0.03 for two actions): with the defaults CartPole-v1 reached 475 at
-# 1,500 / 3,500 / 1,000 env steps (benchmarks/sac_screen.py); other shares were not screened.
+# floors the entropy at 0.03 for two actions): CartPole-v1 reached 475 at 1,500 / 3,500 / 1,000
+# env steps with sac_lr 3e-4 (benchmarks/sac_screen.py), and at a median 1,000 over seeds 0-4
+# with 1e-3 (LearnerConfig); other shares were not screened.
 DISCRETE_ENTROPY_SHARE = 0.5
 
 

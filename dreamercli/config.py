@@ -41,7 +41,7 @@ class ActorCriticConfig:
     horizon: int = 15  # imagined steps per rollout
     imag_starts: int = 64  # replayed latents that start imagined rollouts, per update
     imag_noise: str = "auto"  # mean, sample, or auto: sample for continuous actions, mean for discrete
-    actor_lr: float = 3e-5  # Adam learning rate of the actor
+    actor_lr: float = 3e-5  # Adam learning rate of the actor in imagination (dreamer; hybrid's imagination path)
     critic_lr: float = 1e-3  # Adam learning rate of the critic
     discount: float = 0.997  # gamma (effective horizon about 333 steps)
     lam: float = 0.95  # lambda of the lambda-return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -35,7 +37,11 @@ class FlatAdam:
                 p.grad = self.param.grad[offset:offset + n].view_as(p)
                 offset += n
         self.clip, self.eps = clip, eps
-        self.adam = torch.optim.Adam([self.param], lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
+        self.adam = self._adam(lr)
+
+    def _adam(self, lr: float) -> torch.optim.Adam:
+        """A fresh Adam (no moments yet) over the flat parameters."""
+        return torch.optim.Adam([self.param], lr=lr, eps=self.eps, fused=self.param.device.type in ("cpu", "cuda"))
 
     def twin(self, lr: float) -> FlatAdam:
         """A second optimiser of the same flat parameters, with its own Adam moments and rate.
@@ -44,10 +50,8 @@ class FlatAdam:
         policy: SAC's loss and imagined returns): shared moments would let one objective's
         gradient size set the other's step.
         """
-        twin = object.__new__(FlatAdam)
-        twin.param, twin.clip, twin.eps = self.param, self.clip, self.eps
-        twin.adam = torch.optim.Adam([self.param], lr=lr, eps=self.eps,
-                                     fused=self.param.device.type in ("cpu", "cuda"))
+        twin = copy.copy(self)  # the same flat parameters and clip
+        twin.adam = self._adam(lr)
         return twin
 
     def zero_grad(self) -> None:

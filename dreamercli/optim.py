@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
+
+
+BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
 
 
 class FlatAdam:
@@ -36,12 +40,8 @@ class FlatAdam:
                 p.data = self.param.data[offset:offset + n].view_as(p)
                 p.grad = self.param.grad[offset:offset + n].view_as(p)
                 offset += n
-        self.clip, self.eps = clip, eps
-        self.adam = self._adam(lr)
-
-    def _adam(self, lr: float) -> torch.optim.Adam:
-        """A fresh Adam (no moments yet) over the flat parameters."""
-        return torch.optim.Adam([self.param], lr=lr, eps=self.eps, fused=self.param.device.type in ("cpu", "cuda"))
+        self.clip, self.eps, self.lr = clip, eps, lr
+        self.state: dict[str, torch.Tensor] = {}  # Adam's step, exp_avg and exp_avg_sq, as torch.optim.Adam names them
 
     def twin(self, lr: float) -> FlatAdam:
         """A second optimiser of the same flat parameters, with its own Adam moments and rate.
@@ -51,7 +51,7 @@ class FlatAdam:
         gradient size set the other's step.
         """
         twin = copy.copy(self)  # the same flat parameters and clip
-        twin.adam = self._adam(lr)
+        twin.lr, twin.state = lr, {}
         return twin
 
     def zero_grad(self) -> None:
@@ -64,21 +64,33 @@ class FlatAdam:
         A non-finite gradient would write NaN into the weights and into Adam's moments for
         good, so that step is skipped and the gradient zeroed; the caller counts it.
         """
-        norm = nn.utils.clip_grad_norm_([self.param], self.clip)
-        if not torch.isfinite(norm):
-            self.param.grad.zero_()
+        grad = self.param.grad
+        norm = float(torch.linalg.vector_norm(grad))
+        if not math.isfinite(norm):
+            grad.zero_()
             return False
-        self.adam.step()
+        if norm > self.clip:  # clip_grad_norm_'s coefficient, which is 1 (no change) below the clip
+            grad.mul_(self.clip / (norm + 1e-6))
+        if not self.state:
+            self.state = {"step": torch.zeros((), device=grad.device), "exp_avg": torch.zeros_like(grad),
+                          "exp_avg_sq": torch.zeros_like(grad)}
+        st = self.state
+        st["step"].add_(1)  # the kernel reads the count; torch.optim.Adam advances it before the call too
+        # The kernel torch.optim.Adam(fused=True) runs, called directly: its Python step() wrapper
+        # cost more than the arithmetic here (an optimiser step 380 us against 40 us on 16k weights).
+        torch._fused_adam_([self.param.data], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
+                           lr=self.lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=self.eps,
+                           amsgrad=False, maximize=False)
         return True
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Adam's moments and step count (empty before the first step), for checkpoints."""
-        return {k: v.detach().cpu().clone() for k, v in self.adam.state.get(self.param, {}).items()}
+        return {k: v.detach().cpu().clone() for k, v in self.state.items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what state_tensors() returned."""
         if tensors:
-            self.adam.state[self.param] = {k: v.to(self.param.device) for k, v in tensors.items()}
+            self.state = {k: v.to(self.param.device, torch.float32) for k, v in tensors.items()}
 
     def finite(self) -> bool:
         """Whether every parameter is a finite number."""

@@ -102,8 +102,9 @@ MAX_LINES = 5  # lines per panel, so that every line has a colour of its own and
 RETURNS = Panel("returns: evaluation and training episodes", "episode return",
                 ("eval/return_mean", "eval/return_std", "eval/return_min", "eval/return_max", "eval/episodes",
                  "train/episode_return"))
-TRUST = Panel("model trust: prediction error relative to 'nothing changes'", "model error / no-change error",
-              ("hybrid/err_1", "hybrid/err_k"), "auto", (1.0, "reference: next obs = this obs"))
+TRUST = Panel("model trust: prediction errors relative to a reference", "model error / reference error",
+              ("hybrid/err_1", "hybrid/err_k", "hybrid/err_end"), "auto",
+              (1.0, "references: next obs = this obs; episodes never end"))
 # In drawing order after RETURNS. A key is in at most one; keys found in none fall back to _fallback.
 PANELS = (
     # wm/loss includes the prior's NLL, which goes negative: the positive terms get log axes of their own.
@@ -133,6 +134,7 @@ PANELS = (
     Panel("eval: wall seconds per evaluation", "seconds", ("eval/seconds",)),
 )
 LABELS = {"hybrid/err_1": "hybrid/err_1 (1 step ahead)", "hybrid/err_k": "hybrid/err_k (k steps ahead)",
+          "hybrid/err_end": "hybrid/err_end (episode ends, 1 step ahead)",
           "ac/return_scale": "ac/return_scale (return normaliser)"}
 # Keys of areas and kinds no panel names yet: (words in the name, kind, y label, scale), first match wins.
 KINDS = ((("loss", "nll", "kl", "recon"), "losses", "loss", "auto"),

@@ -181,7 +181,7 @@ class Trainer:
         st.episode_actions.append(action.tolist())
         encoded = encode_action(self.spec, action)
         if self.guard is not None and st.step > self.tr.prefill:  # a fresh transition: not trained on yet
-            self.guard.observe(self.agent.world_model, self.obs, encoded, next_obs, terminated or truncated)
+            self.guard.observe(self.agent.world_model, self.obs, encoded, next_obs, terminated, truncated)
         self.buffer.add(self.obs, encoded, reward, next_obs, terminated, st.episode)
         st.episode_return += reward
         self.obs = next_obs

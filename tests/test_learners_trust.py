@@ -1,5 +1,7 @@
 """The model-trust guard: a trained model earns trust, a re-initialised one (or noise) loses it."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -39,7 +41,7 @@ def watch(guard: TrustGuard, wm: WorldModel, env_id: str, steps: int = 200) -> T
     for _ in range(steps):
         action = random_action(spec, rng)
         nxt, _, term, trunc, _ = env.step(to_env_action(spec, action))
-        guard.observe(wm, obs, encode_action(spec, action), nxt, term or trunc)
+        guard.observe(wm, obs, encode_action(spec, action), nxt, term, trunc)
         obs = nxt
         if term or trunc:
             obs, _ = env.reset()
@@ -67,8 +69,8 @@ def test_a_fitted_model_earns_branches_and_a_bad_one_loses_them(cartpole_model):
     assert s.branch_length < good.branch_length and s.real_share > good.real_share
     assert (s.branch_length, s.imag_weight, s.real_share) == (0, 0.0, 1.0)  # pure model-free
     rows = bad.metrics()
-    assert set(rows) == {"hybrid/err_1", "hybrid/err_k", "hybrid/branch_length", "hybrid/imag_weight",
-                         "hybrid/real_share"} and rows["hybrid/real_share"] == 1.0
+    assert set(rows) == {"hybrid/err_1", "hybrid/err_k", "hybrid/err_end", "hybrid/branch_length",
+                         "hybrid/imag_weight", "hybrid/real_share"} and rows["hybrid/real_share"] == 1.0
 
 
 def test_noise_that_no_model_can_predict_gets_no_trust():
@@ -91,3 +93,30 @@ def test_guard_state_round_trips(cartpole_model):
     twin.load_state_tensors(guard.state_tensors(), torch.device("cpu"))
     assert np.array_equal(twin.errors(), guard.errors(), equal_nan=True)
     assert twin.settings() == guard.settings() and torch.equal(twin.latents, guard.latents)
+    assert np.array_equal(twin.ends, guard.ends) and guard.ends[:77, 0].any()  # CartPole ends within 77 steps
+    old = {k: v for k, v in guard.state_tensors().items() if k != "ends"}  # a checkpoint from before ends were scored
+    twin.load_state_tensors(old, torch.device("cpu"))
+    assert twin.end_error() == 0.0 and np.array_equal(twin.errors(), guard.errors(), equal_nan=True)
+
+
+@pytest.mark.parametrize("verdict", ["never", "always"])
+def test_a_continue_head_no_better_than_chance_loses_the_branches(cartpole_model, verdict):
+    good = watch(TrustGuard(CFG), cartpole_model, "CartPole-v1")
+    assert good.end_error() <= CFG.trust_threshold and good.settings().branch_length >= 1
+    wm = copy.deepcopy(cartpole_model)  # same observations and latents, a head that calls every step alike
+    last = wm.cont_head[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 20.0 if verdict == "never" else -20.0)
+    guard = watch(TrustGuard(CFG), wm, "CartPole-v1")
+    assert np.allclose(guard.errors(), good.errors())  # the observations are predicted as well as before
+    assert guard.end_error() == pytest.approx(1.0)  # every end missed, or every other step a false end
+    s = guard.settings()
+    assert (s.branch_length, s.real_share) == (0, 1.0) and s.imag_weight == good.settings().imag_weight
+
+
+def test_a_time_limit_is_no_end_to_predict(cartpole_model):
+    guard, obs = TrustGuard(CFG), np.zeros(4, np.float32)
+    guard.observe(cartpole_model, obs, np.array([1.0, 0.0], np.float32), obs, terminated=False, truncated=True)
+    guard.observe(cartpole_model, obs, np.array([1.0, 0.0], np.float32), obs, terminated=True)
+    assert guard.ends[:2, 0].tolist() == [False, True]
+    assert guard.latents is None  # either end clears the open predictions

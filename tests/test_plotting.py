@@ -44,6 +44,7 @@ KIND = {"wm/loss": "loss", "wm/prior_nll": "loss", "wm/consistency": "loss", "wm
         "ac/imagined_return": "return", "ac/return_scale": "return", "ac/imagined_reward": "reward",
         "sac/q_loss": "loss", "sac/actor_loss": "loss", "sac/alpha": "temperature", "sac/entropy": "entropy",
         "sac/q_mean": "return", "hybrid/err_1": "relative error", "hybrid/err_k": "relative error",
+        "hybrid/err_end": "relative error",
         "hybrid/branch_length": "length", "hybrid/imag_weight": "share", "hybrid/real_share": "share",
         "eval/length_mean": "length", "eval/seconds": "seconds", "train/episodes": "count",
         "train/skipped_updates": "count", "train/sps": "speed"}
@@ -72,6 +73,7 @@ def every_area_run(root):
                # the guard logs NaN (null in metrics.jsonl) until its window has errors to compare
                "hybrid/err_1": None if i < 3 else 0.2 + 0.3 * decay,
                "hybrid/err_k": None if i < 3 else 0.6 + 1.5 * decay,
+               "hybrid/err_end": None if i < 3 else 0.1 * decay,
                "hybrid/branch_length": min(5, i // 3), "hybrid/imag_weight": min(1.0, 1.5 * t),
                "hybrid/real_share": max(0.5, 1 - t)}
         rows.append(row)
@@ -101,7 +103,7 @@ def test_every_area_is_drawn_once_in_panels_of_one_kind_and_scale(tmp_path):
     panel_of = {k: title for title, panel_keys in groups for k in panel_keys}
     assert panel_of["ac/imagined_return"] != panel_of["ac/actor_loss"]
     assert panel_of["sac/q_mean"] != panel_of["sac/q_loss"]
-    assert panel_of["hybrid/err_1"] == panel_of["hybrid/err_k"]
+    assert panel_of["hybrid/err_1"] == panel_of["hybrid/err_k"] == panel_of["hybrid/err_end"]
     assert panel_of["hybrid/imag_weight"] == panel_of["hybrid/real_share"]
     assert dict(groups)[panel_of["hybrid/branch_length"]] == ["hybrid/branch_length"]
 
@@ -132,7 +134,7 @@ def test_every_area_is_drawn_once_in_panels_of_one_kind_and_scale(tmp_path):
         threshold = [line for line in returns.get_lines() if line.get_label() == "threshold -200"]
         assert len(threshold) == 1 and threshold[0].get_ydata()[0] == -200
         trust = by_title[panel_of["hybrid/err_1"]]
-        (reference,) = [line for line in trust.get_lines() if line.get_label() == "reference: next obs = this obs"]
+        (reference,) = [line for line in trust.get_lines() if line.get_label().startswith("references:")]
         assert list(reference.get_ydata()) == [1.0, 1.0] and reference.get_linestyle() == "--"
         lo, hi = by_title[panel_of["hybrid/real_share"]].get_ylim()
         assert lo <= 0 < 1 <= hi <= 1.1
@@ -149,7 +151,7 @@ def test_unknown_keys_are_grouped_by_area_and_kind_and_a_crowded_kind_is_split()
     groups = plotting.panel_groups(keys)
     assert groups == [
         ("returns: evaluation and training episodes", []),
-        ("model trust: prediction error relative to 'nothing changes'", ["hybrid/err_4"]),
+        ("model trust: prediction errors relative to a reference", ["hybrid/err_4"]),
         ("new/mystery", ["new/mystery"]),
         ("new: losses (1/2)", [f"new/{c}_loss" for c in "abcde"]),
         ("new: losses (2/2)", ["new/f_loss", "new/g_loss"]),

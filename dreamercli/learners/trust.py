@@ -7,13 +7,25 @@ the reference "nothing changes" (o_{t+1} predicted as o_{t+1-k}), summed over th
 `trust_window` env steps: err_k = sum model error / sum reference error. 1.0 means the model is
 no better than the reference, whatever the env's units.
 
+Episode ends are scored too, since a branched transition carries the continue head's verdict
+into SAC's targets: a missed end bootstraps value from beyond it, a false one cuts a return
+short. Each step, the one-step prediction's continue flag (as branched rollouts read it: below
+CONTINUE_BELOW is an end) is set against the real termination (a time-limit truncation is no
+end to predict): err_end = missed ends / real ends + false ends / steps that did not end, over
+the window: 1 - Youden's J, so that the reference "episodes never end" (and any verdict no
+better than chance) scores 1.0. With no real end in the window, the false-end rate alone: an
+env without terminations loses no trust to a rare false end.
+
 From the errors (tau = trust_threshold): trust(e) = clip((2 tau - e) / tau, 0, 1), full at
 e <= tau and none at e >= 2 tau.
-- branch_length: the largest k with err_k <= tau (0: no branched data). Not "all of err_1..k":
-  on smooth dynamics such as Pendulum's, one step changes the observation less than the
-  decoder's own error, so err_1 can exceed 1 while err_3..5 are below 0.25 (measured);
-- imag_weight: trust(err_K), the share of imagination updates that hybrid runs;
-- real_share: 1 - (1 - real_share) * trust(min_k err_k), and 1.0 whenever branch_length is 0.
+- branch_length: the largest k with err_k <= tau, and 0 (no branched data) unless err_end <= tau.
+  Not "all of err_1..k": on smooth dynamics such as Pendulum's, one step changes the
+  observation less than the decoder's own error, so err_1 can exceed 1 while err_3..5 are
+  below 0.25 (measured);
+- imag_weight: trust(err_K), the share of imagination updates that hybrid runs (imagination
+  weighs steps by the continue probability rather than cutting them at a verdict);
+- real_share: 1 - (1 - real_share) * trust(max(min_k err_k, err_end)), and 1.0 whenever
+  branch_length is 0.
 A model that predicts only the mean of iid noise scores err_k = 0.5 (half the reference's
 expected error), so with the default tau = 0.2 (zero trust from 0.4 up) it gets none at all.
 Until it has seen a quarter of its window, the guard trusts nothing: model-free learning.
@@ -29,6 +41,7 @@ import torch
 from ..config import LearnerConfig
 from ..models import WorldModel
 from ..nets import symlog
+from .branched import CONTINUE_BELOW
 
 
 @dataclass(frozen=True)
@@ -49,14 +62,16 @@ class TrustGuard:
         self.model_err = np.zeros((cfg.trust_window, self.k))  # ring of per-step squared errors
         self.ref_err = np.zeros((cfg.trust_window, self.k))
         self.seen = np.zeros((cfg.trust_window, self.k), dtype=bool)
+        self.ends = np.zeros((cfg.trust_window, 2), dtype=bool)  # per step: (really ended, predicted an end)
         self.cursor, self.filled = 0, 0
         self.latents: torch.Tensor | None = None  # (m, latent): predictions of the current obs, oldest first
         self.origins: torch.Tensor | None = None  # (m, obs): the observations they started from (symlog)
 
     @torch.no_grad()
     def observe(self, wm: WorldModel, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
-                ended: bool) -> None:
-        """Score the model's predictions of next_obs from the last k observations; ended clears them."""
+                terminated: bool, truncated: bool = False) -> None:
+        """Score the model's predictions of next_obs (and of whether it ends the episode) from the last k
+        observations; an episode's end, terminated or truncated, clears them."""
         device = next(wm.parameters()).device
         o = torch.as_tensor(np.asarray(obs, np.float32), device=device)[None]
         a = torch.as_tensor(np.asarray(action, np.float32), device=device)[None]
@@ -73,9 +88,11 @@ class TrustGuard:
         self.model_err[row], self.ref_err[row], self.seen[row] = 0.0, 0.0, False
         ks = np.arange(len(model), 0, -1) - 1  # index k - 1 of each prediction
         self.model_err[row, ks], self.ref_err[row, ks], self.seen[row, ks] = model, ref, True
+        predicted_end = bool(wm.cont(latents[-1:]) < CONTINUE_BELOW)  # the newest is one step ahead
+        self.ends[row] = (terminated, predicted_end)
         self.cursor += 1
         self.filled = min(self.filled + 1, self.cfg.trust_window)
-        if ended:
+        if terminated or truncated:
             self.latents = self.origins = None
         else:  # keep the K - 1 most recent: next step they predict 2 .. K steps ahead
             self.latents, self.origins = latents[-(self.k - 1):] if self.k > 1 else None, \
@@ -88,31 +105,39 @@ class TrustGuard:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(ref > 0, model / np.maximum(ref, 1e-12), np.nan)
 
+    def end_error(self) -> float:
+        """err_end over the window: the share of real ends missed plus the share of other steps called an end."""
+        real, predicted = self.ends[:self.filled].T  # the window's rows past `filled` are still unwritten
+        n_end = int(real.sum())
+        missed, false = int((real & ~predicted).sum()), int((predicted & ~real).sum())
+        return missed / max(n_end, 1) + false / max(len(real) - n_end, 1)
+
     def settings(self) -> TrustSettings:
         """Branch length, imagination weight and real share that the measured errors allow."""
         if self.filled < self.cfg.trust_window // 4:
             return TrustSettings(0, 0.0, 1.0)
         err, tau = np.nan_to_num(self.errors(), nan=np.inf), self.cfg.trust_threshold
-        useful = np.flatnonzero(err <= tau)
+        err_end = self.end_error()
+        useful = np.flatnonzero(err <= tau) if err_end <= tau else []
         branch = min(int(useful[-1]) + 1 if len(useful) else 0, self.cfg.branch_length)
 
         def trust(e: float) -> float:
             return 0.0 if not np.isfinite(e) else float(np.clip((2 * tau - e) / tau, 0.0, 1.0))
 
-        real = 1.0 if branch == 0 else 1.0 - (1.0 - self.cfg.real_share) * trust(float(err.min()))
+        real = 1.0 if branch == 0 else 1.0 - (1.0 - self.cfg.real_share) * trust(max(float(err.min()), err_end))
         return TrustSettings(branch, trust(float(err[-1])), real)
 
     def metrics(self) -> dict[str, float]:
         """hybrid/... rows: the errors and what they allow."""
         err, s = self.errors(), self.settings()
-        return {"hybrid/err_1": float(err[0]), "hybrid/err_k": float(err[-1]),
+        return {"hybrid/err_1": float(err[0]), "hybrid/err_k": float(err[-1]), "hybrid/err_end": self.end_error(),
                 "hybrid/branch_length": float(s.branch_length), "hybrid/imag_weight": s.imag_weight,
                 "hybrid/real_share": s.real_share}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The window and the open predictions, for checkpoints."""
         state = {"model_err": torch.from_numpy(self.model_err.copy()), "ref_err": torch.from_numpy(self.ref_err.copy()),
-                 "seen": torch.from_numpy(self.seen.copy()),
+                 "seen": torch.from_numpy(self.seen.copy()), "ends": torch.from_numpy(self.ends.copy()),
                  "counters": torch.tensor([self.cursor, self.filled], dtype=torch.int64)}
         if self.latents is not None:
             state["latents"], state["origins"] = self.latents.cpu(), self.origins.cpu()
@@ -122,6 +147,8 @@ class TrustGuard:
         """Restore what state_tensors() returned."""
         self.model_err, self.ref_err = state["model_err"].numpy().copy(), state["ref_err"].numpy().copy()
         self.seen = state["seen"].numpy().copy()
+        # A checkpoint from before ends were scored: an unmeasured window, as at the start.
+        self.ends = state["ends"].numpy().copy() if "ends" in state else np.zeros((self.cfg.trust_window, 2), bool)
         self.cursor, self.filled = (int(x) for x in state["counters"])
         self.latents = state["latents"].to(device) if "latents" in state else None
         self.origins = state["origins"].to(device) if "origins" in state else None

@@ -8,7 +8,6 @@ import math
 import torch
 from torch import nn
 
-
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
 
 

@@ -133,18 +133,3 @@ def test_temperature_follows_the_entropy():
     for _ in range(5):
         sac.update(random_batch(True))
     assert sac.log_alpha.item() > start
-
-
-@pytest.mark.parametrize("share", [0.0, 0.01, 0.1])
-def test_critic_dropout_zeroes_about_its_share_of_units_and_new_ones_each_call(share):
-    torch.manual_seed(0)
-    sac, _ = build(False, sac_dropout=share)
-    h = torch.rand(2, 256, 128) + 1.0  # no unit is zero before the dropout
-    first = sac.critics.dropout(h.clone()) == 0
-    second = sac.critics.dropout(h.clone()) == 0
-    n = h.numel()
-    # round(share * n) draws with replacement: at most that many units, a hair fewer after repeats.
-    assert first.sum() <= round(share * n) and first.sum() >= round(share * n * (1 - share) - 3 * (share * n) ** 0.5)
-    if share:
-        assert not torch.equal(first, second)
-        assert (first & second).sum() < 0.1 * first.sum() + 5  # independent draws overlap by about share

@@ -48,7 +48,8 @@ class QEnsemble(nn.Module):
     def __init__(self, members: int, in_dim: int, hidden_dim: int, out_dim: int, layers: int, dropout: float):
         super().__init__()
         self.members = members
-        self.drop_share = dropout
+        # Dropping a unit with probability p: a signed 16-bit random number below this threshold.
+        self.drop_below = -(2**15) + round(dropout * 2**16) if dropout > 0 else None
         dims = [in_dim] + [hidden_dim] * layers + [out_dim]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -59,18 +60,13 @@ class QEnsemble(nn.Module):
 
     def dropout(self, h: torch.Tensor) -> torch.Tensor:
         """DroQ's dropout, on whenever the critics are used (targets too), without the 1/(1-p) rescale
-        that the LayerNorm right after would undo.
-
-        round(p * n) of the n units are zeroed, drawn uniformly with replacement: each unit is
-        dropped with probability p (less a hair for repeats), as with one Bernoulli draw per unit,
-        but at p = 0.01 it draws a hundredth of the random numbers and writes only the dropped
-        units; a (2, 256, 128) activation's dropout took 23 us instead of 308 (its backward too)."""
-        count = round(self.drop_share * h.numel())
-        if count == 0:
+        that the LayerNorm right after would undo; 64-bit random words cut into 16-bit draws
+        take about half the time of torch's per-element Bernoulli draws."""
+        if self.drop_below is None:
             return h
-        dropped = torch.randint(h.numel(), (count,), device=h.device)
-        h.view(-1).index_fill_(0, dropped, 0.0)  # in place: baddbmm's backward needs not h
-        return h
+        bits = torch.empty(h.numel() // 4 + 1, dtype=torch.int64, device=h.device).random_()
+        draws = bits.view(torch.int16)[:h.numel()].view(h.shape)
+        return h.masked_fill_(draws < self.drop_below, 0.0)  # in place: baddbmm's backward needs not h
 
     def q(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """Q of every member: x (B, in) -> (E, B, out). frozen: no gradient reaches the weights."""

@@ -2,10 +2,11 @@
 
     python benchmarks/acceptance.py                       # CartPole-v1 and Pendulum-v1, seeds 0-4
     python benchmarks/acceptance.py --envs CartPole-v1 --seeds 0 1 2 --jobs 2
+    python benchmarks/acceptance.py --jobs 2 --out benchmarks/results/acceptance-model-free -- --algo model-free
 
 Each (env, seed) runs `dreamer train` then `dreamer evaluate RUN --episodes N` as a user
-would, in its own process. Results go to benchmarks/results/<env>-s<seed>.json, and a
-markdown table of all results so far to benchmarks/results/README.md.
+would, in its own process. Results go to <out>/<env>-s<seed>.json (`--out`, by default
+benchmarks/results), and a markdown table of all results there so far to <out>/README.md.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ RESULTS = HERE / "results"
 PLAN = {"CartPole-v1": (10_000, 100), "Pendulum-v1": (5_000, 20)}
 
 
-def run_one(env: str, seed: int, runs_dir: Path, extra: list[str]) -> dict:
+def run_one(env: str, seed: int, runs_dir: Path, extra: list[str], out: Path = RESULTS) -> dict:
     """Train and evaluate one seed through the CLI; return the record."""
     steps, episodes = PLAN.get(env, (10_000, 20))
     name = f"bench-{env}-s{seed}"
@@ -52,8 +53,8 @@ def run_one(env: str, seed: int, runs_dir: Path, extra: list[str]) -> dict:
         "env_steps_per_second": round(steps / summary["wall_seconds"], 1),
         "updates": summary["updates"], "extra_args": extra,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{env}-s{seed}.json").write_text(json.dumps(record, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{env}-s{seed}.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -89,17 +90,18 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each uses one thread)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the per-run JSON and README.md")
     parser.add_argument("extra", nargs="*", help="extra `dreamer train` flags, after --")
     args = parser.parse_args()
     jobs = [(env, seed) for env in args.envs for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        for record in pool.map(lambda job: run_one(*job, args.runs_dir, args.extra), jobs):
+        for record in pool.map(lambda job: run_one(*job, args.runs_dir, args.extra, args.out), jobs):
             print(json.dumps(record), flush=True)
-    records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*-s*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(args.out.glob("*-s*.json"))]
     header = (f"# Acceptance benchmark\n\nMachine: {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores; `--jobs {args.jobs}` runs at once, one torch thread each.\n"
               "Written by `python benchmarks/acceptance.py`; timings are noisy on shared cores.\n\n")
-    (RESULTS / "README.md").write_text(header + table(records))
+    (args.out / "README.md").write_text(header + table(records))
     print(table(records))
 
 

@@ -3,9 +3,11 @@ an update is from its compute floor.
 
     python benchmarks/update_speed.py                 # default preset, 1 and 2 threads
     python benchmarks/update_speed.py --threads 1 --set hidden_dim=64
+    python benchmarks/update_speed.py --threads 1 --algo model-free   # one SAC update instead
 
 Fills a replay buffer with random-action transitions of the real env, then times
-`Agent.update` on sampled batches. The floor: the matrix-product FLOPs of one update
+`Agent.update` on sampled batches (with `--algo model-free`, mbpo or hybrid: `Agent.update_sac`
+on `sac_batch` transitions, the update those algos run `sac_ratio` times per env step). The floor: the matrix-product FLOPs of one update
 (torch.profiler's counts of aten::mm, addmm, bmm and matmul over a few profiled updates,
 forward and backward) divided by the measured rate of one matrix product of the shape that
 carries most of those FLOPs, at the same thread count. "update / floor" is how many times
@@ -29,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from dreamercli.agent import Agent
 from dreamercli.buffer import random_replay
-from dreamercli.config import from_preset, with_overrides
+from dreamercli.config import ALGOS, from_preset, with_overrides
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")
@@ -120,11 +122,11 @@ def matmul_gflops(a_shape: tuple, b_shape: tuple, repeats: int = 5, seconds: flo
     return flops * n / statistics.median(timings) / 1e9
 
 
-def measure(env_id: str, threads: int, overrides: dict, updates: int = 30) -> dict:
+def measure(env_id: str, threads: int, overrides: dict, updates: int = 30, algo: str = "dreamer") -> dict:
     """Time updates and single-observation actions for one env and thread count; the floor."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    config = with_overrides(from_preset("default"), {"env": env_id, **overrides})
+    config = with_overrides(from_preset("default"), {"env": env_id, "algo": algo, **overrides})
     buffer, spec = random_replay(env_id, 2_000)
     rng = np.random.default_rng(0)
     agent = Agent(config, spec)
@@ -133,8 +135,13 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30) -> di
     wm, tr = config.world_model, config.train
 
     def update() -> None:
-        agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
+        if algo == "dreamer":
+            agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
+        else:
+            agent.update_sac(buffer.sample_transitions(config.learner.sac_batch, rng, device))
 
+    if algo != "dreamer":
+        updates *= 10  # a SAC update is about a tenth of dreamer's
     for _ in range(3):  # warm-up
         update()
     start = time.perf_counter()
@@ -149,7 +156,7 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30) -> di
     gflops = matmul_gflops(a_shape, b_shape)
     floor_ms = flops / (gflops * 1e9) * 1000
     breakdown = time_by_kind(update)
-    return {"breakdown_ms": breakdown, "env": env_id, "threads": threads, "update_ms": round(update_ms, 1),
+    return {"breakdown_ms": breakdown, "env": env_id, "algo": algo, "threads": threads, "update_ms": round(update_ms, 1),
             "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
             "matmul_shape": f"{'x'.join(map(str, a_shape))} @ {'x'.join(map(str, b_shape))}",
             "matmul_gflops": round(gflops, 1), "floor_ms": round(floor_ms, 2),
@@ -161,14 +168,16 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Pendulum-v1"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--set", nargs="*", default=[], help="config overrides as field=value")
+    parser.add_argument("--algo", default="dreamer", choices=ALGOS,
+                        help="dreamer: Agent.update; the others: one SAC update (Agent.update_sac)")
     parser.add_argument("--out", type=Path, default=RESULTS / "update_speed.json", help="JSON file to write")
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    rows = [measure(env, t, overrides) for env in args.envs for t in args.threads]
-    print("| env | threads | ms per update | ms per action | MFLOP per update (matmul) | typical matmul "
-          "| its GFLOP/s | floor ms | update / floor |\n|---|---|---|---|---|---|---|---|---|")
+    rows = [measure(env, t, overrides, algo=args.algo) for env in args.envs for t in args.threads]
+    print("| env | algo | threads | ms per update | ms per action | MFLOP per update (matmul) | typical matmul "
+          "| its GFLOP/s | floor ms | update / floor |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['env']} | {r['threads']} | {r['update_ms']} | {r['act_ms']} | {r['update_mflop']} "
+        print(f"| {r['env']} | {r['algo']} | {r['threads']} | {r['update_ms']} | {r['act_ms']} | {r['update_mflop']} "
               f"| {r['matmul_shape']} | {r['matmul_gflops']} | {r['floor_ms']} | {r['update_over_floor']} |")
     print("\nwhere the time goes (profiled self-CPU ms per update; the profiler inflates small ops)")
     for r in rows:

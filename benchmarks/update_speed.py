@@ -7,12 +7,13 @@ an update is from its compute floor.
 
 Fills a replay buffer with random-action transitions of the real env, then times
 `Agent.update` on sampled batches (with `--algo model-free`, mbpo or hybrid: `Agent.update_sac`
-on `sac_batch` transitions, the update those algos run `sac_ratio` times per env step). The floor: the matrix-product FLOPs of one update
-(torch.profiler's counts of aten::mm, addmm, bmm and matmul over a few profiled updates,
-forward and backward) divided by the measured rate of one matrix product of the shape that
-carries most of those FLOPs, at the same thread count. "update / floor" is how many times
-slower the update runs than that: the rest is small products, elementwise ops, optimiser
-steps and Python. Results print as a table and go to benchmarks/results/update_speed.json.
+on `sac_batch` transitions, the update those algos run `sac_ratio` times per env step). The
+floor: the matrix-product FLOPs of one update (torch.profiler's counts of aten::mm, addmm, bmm
+and matmul over a few profiled updates, forward and backward) divided by the measured rate of
+one matrix product of the shape that carries most of those FLOPs, at the same thread count.
+"update / floor" is how many times slower the update runs than that: the rest is small
+products, elementwise ops, optimiser steps and Python. Results print as a table and go to
+benchmarks/results/update_speed.json.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30, algo:
     gflops = matmul_gflops(a_shape, b_shape)
     floor_ms = flops / (gflops * 1e9) * 1000
     breakdown = time_by_kind(update)
-    return {"breakdown_ms": breakdown, "env": env_id, "algo": algo, "threads": threads, "update_ms": round(update_ms, 1),
-            "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
+    return {"breakdown_ms": breakdown, "env": env_id, "algo": algo, "threads": threads,
+            "update_ms": round(update_ms, 1), "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
             "matmul_shape": f"{'x'.join(map(str, a_shape))} @ {'x'.join(map(str, b_shape))}",
             "matmul_gflops": round(gflops, 1), "floor_ms": round(floor_ms, 2),
             "update_over_floor": round(update_ms / floor_ms, 1), "overrides": overrides}

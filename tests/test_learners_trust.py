@@ -119,4 +119,4 @@ def test_a_time_limit_is_no_end_to_predict(cartpole_model):
     guard.observe(cartpole_model, obs, np.array([1.0, 0.0], np.float32), obs, terminated=False, truncated=True)
     guard.observe(cartpole_model, obs, np.array([1.0, 0.0], np.float32), obs, terminated=True)
     assert guard.ends[:2, 0].tolist() == [False, True]
-    assert guard.latents is None  # either end clears the open predictions
+    assert guard.latents is None  # the termination cleared the open predictions

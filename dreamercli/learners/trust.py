@@ -22,8 +22,10 @@ e <= tau and none at e >= 2 tau.
   Not "all of err_1..k": on smooth dynamics such as Pendulum's, one step changes the
   observation less than the decoder's own error, so err_1 can exceed 1 while err_3..5 are
   below 0.25 (measured);
-- imag_weight: trust(err_K), the share of imagination updates that hybrid runs (imagination
-  weighs steps by the continue probability rather than cutting them at a verdict);
+- imag_weight: trust(max(err_K, err_end)), the share of imagination updates that hybrid runs.
+  Imagination weighs each step by the continue head's probability rather than cutting at a
+  verdict, but a head no better than chance still weighs imagined returns wrongly (on
+  CartPole-v1, race at a7fd4e6: err_K 0.10-0.20 while err_end's per-run medians reached 0.64);
 - real_share: 1 - (1 - real_share) * trust(max(min_k err_k, err_end)), and 1.0 whenever
   branch_length is 0.
 A model that predicts only the mean of iid noise scores err_k = 0.5 (half the reference's
@@ -125,7 +127,7 @@ class TrustGuard:
             return 0.0 if not np.isfinite(e) else float(np.clip((2 * tau - e) / tau, 0.0, 1.0))
 
         real = 1.0 if branch == 0 else 1.0 - (1.0 - self.cfg.real_share) * trust(max(float(err.min()), err_end))
-        return TrustSettings(branch, trust(float(err[-1])), real)
+        return TrustSettings(branch, trust(max(float(err[-1]), err_end)), real)
 
     def metrics(self) -> dict[str, float]:
         """hybrid/... rows: the errors and what they allow."""

@@ -61,7 +61,8 @@ class TrainConfig:
     train_ratio: float = 0.5  # gradient updates per env step once prefill is done
     # Env steps of random actions before learning starts. 250, not 500 (benchmarks/sample_efficiency.py
     # --set prefill=250, seeds 0-4, README): model-free reached the thresholds in a median 500 / 1,000
-    # env steps instead of 1,500 / 1,500, and dreamer kept its medians, 5/5 on both tasks, at a fifth
+    # env steps, where its races with 500 gave 1,000-1,500 on each task (the first eval after any
+    # learning is at 1,000); dreamer kept its medians, 5/5 on both tasks, at a fifth
     # to a quarter more updates to the same env step (learning starts sooner).
     prefill: int = 250
     # Collection noise (prefill and policy samples) has a 1/f^noise_exponent spectrum: 0 white,

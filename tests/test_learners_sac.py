@@ -133,3 +133,22 @@ def test_temperature_follows_the_entropy():
     for _ in range(5):
         sac.update(random_batch(True))
     assert sac.log_alpha.item() > start
+
+
+@pytest.mark.parametrize("p", [0.0, 0.01, 0.1])
+def test_dropout_drops_each_unit_at_the_configured_rate(p):
+    torch.manual_seed(5)
+    sac, _ = build(False, sac_dropout=p)
+    h = torch.rand(2, 256, 128) + 1.0  # never zero before dropout
+    first = sac.critics.dropout(h.clone()) == 0
+    second = sac.critics.dropout(h.clone()) == 0
+    n = h.numel()
+    for zeros in (first, second):
+        # Every position within each group of four 16-bit draws too (a biased piece shows here).
+        for piece in range(4):
+            count = zeros.view(-1, 4)[:, piece].sum().item()
+            m = n // 4
+            assert abs(count - p * m) <= 5 * (p * (1 - p) * m) ** 0.5 + 1, (piece, count, p * m)
+    if p > 0:
+        assert not torch.equal(first, second)  # fresh draws each call
+        assert (first & second).sum().item() < 2 * p * first.sum().item() + 5  # independent, not one mask

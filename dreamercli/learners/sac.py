@@ -64,7 +64,9 @@ class QEnsemble(nn.Module):
         take about half the time of torch's per-element Bernoulli draws."""
         if self.drop_below is None:
             return h
-        bits = torch.empty(h.numel() // 4 + 1, dtype=torch.int64, device=h.device).random_()
+        # From -2^63: random_() alone draws in [0, 2^63), whose top 16-bit piece is never negative,
+        # and every fourth unit would never be dropped (a rate of 0.75 p, measured).
+        bits = torch.empty(h.numel() // 4 + 1, dtype=torch.int64, device=h.device).random_(-(2**63), None)
         draws = bits.view(torch.int16)[:h.numel()].view(h.shape)
         return h.masked_fill_(draws < self.drop_below, 0.0)  # in place: baddbmm's backward needs not h
 

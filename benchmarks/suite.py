@@ -5,14 +5,17 @@
     python benchmarks/suite.py --ray --jobs 16          # runs as Ray tasks (ray.init(address="auto") if a
                                                         # cluster runs, else a local one of --jobs CPUs)
     python benchmarks/suite.py --smoke --out /tmp/suite # the whole pipeline in a minute
+    python benchmarks/suite.py --algos model-free hybrid --no-baselines   # screen other --algo values
 
 For every task and seed, in one invocation: dreamer with default settings (`dreamer train --env
 TASK`: the default --algo, nothing keyed on the task) and one tuned stable-baselines3 baseline,
 each in its own process with one torch thread, interleaved by seed and task. Every run is
 evaluated alike: EVAL_EPISODES deterministic episodes on a separate env every `every` env steps
 (a twentieth of dreamer's budget, at least 500) and at the end; training seconds leave
-evaluation out. Writes suite.json (every run's curve), suite.md (the scoreboard, also printed)
-and suite.png (every curve, normalised per task) to --out. Needs the bench extra:
+evaluation out. `--algos` runs other --algo values too (each with otherwise default settings),
+one scoreboard row per task and algo, to choose the default by the suite. Writes suite.json
+(every run's curve), suite.md (the scoreboard, also printed) and suite.png (every curve,
+normalised per task) to --out. Needs the bench extra:
 pip install -e '.[bench]' (stable-baselines3 and gymnasium's MuJoCo tasks).
 
 The tasks (TASKS below) differ on purpose: discrete and continuous actions; early termination
@@ -67,21 +70,36 @@ def eval_every(budget: int) -> int:
     return max(500, budget // 20 // 100 * 100)
 
 
-def plan(names: list[str], seeds: list[int], out: Path, smoke: bool, stop: bool) -> list[dict[str, Any]]:
-    """The runs, interleaved by seed, then task, then method, as the race's worker reads them."""
+def default_algo() -> str:
+    """`dreamer train`'s default --algo (the config's)."""
+    from dreamercli.config import Config
+
+    return Config().algo
+
+
+def plan(names: list[str], seeds: list[int], out: Path, smoke: bool, stop: bool,
+         algos: list[str] | None = None, baselines: bool = True) -> list[dict[str, Any]]:
+    """The runs, interleaved by seed, then task, then method, as the race's worker reads them.
+
+    algos: our --algo values to run (default: the default one); baselines: the SB3 runs too."""
+    algos = algos or [default_algo()]
     tasks = []
     for seed in seeds:
         for name in names:
             spec = TASKS[name]
             every = SMOKE["every"] if smoke else eval_every(spec["budget"])
-            for method, budget in (("dreamer", spec["budget"]), (spec["baseline"], spec["baseline_budget"])):
+            methods = [(algo, spec["budget"]) for algo in algos]
+            if baselines:
+                methods.append((spec["baseline"], spec["baseline_budget"]))
+            for method, budget in methods:
+                ours = method in algos
                 if smoke:
-                    budget = SMOKE["budget"] if method == "dreamer" else SMOKE["baseline_budget"]
+                    budget = SMOKE["budget"] if ours else SMOKE["baseline_budget"]
                 run = f"{name.replace(':', '.')}-{method}-s{seed}"
                 tasks.append({"method": method, "env": name, "seed": seed, "threshold": spec["threshold"],
                               "budget": budget, "every": every,
                               "episodes": SMOKE["episodes"] if smoke else EVAL_EPISODES, "smoke": smoke,
-                              "preset": "tiny" if smoke else "default", "stop": stop and method == "dreamer",
+                              "preset": "tiny" if smoke else "default", "stop": stop and ours,
                               "run_dir": str(out / "runs" / run), "result": str(out / "logs" / f"{run}.json")})
     return tasks
 
@@ -128,36 +146,42 @@ def run_all(tasks: list[dict[str, Any]], jobs: int, use_ray: bool, report) -> li
 
 
 def scoreboard(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """Markdown: one row per task, dreamer against its baseline, medians over seeds and ratios."""
+    """Markdown: one row per task and algo of ours, against the task's baseline, medians over seeds and ratios."""
     summary = summarize(records)
+    algos = [a for a in race.OURS if any(r["method"] == a for r in records)]
     lines = ["# Development suite: dreamer's defaults against tuned stable-baselines3", "",
              f"{meta['date']}, commit {meta['git']['commit'][:10]}{' (dirty)' if meta['git']['dirty'] else ''}, "
              f"{meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, {meta['jobs']} runs at once"
              f"{' (Ray)' if meta['ray'] else ''}; seeds {', '.join(map(str, meta['seeds']))}.",
              "Cells: median [min, max] over seeds; n.r. = not reached within the budget, counted as infinitely "
-             "slow. Ratios: dreamer's median over the baseline's (below 1: dreamer needs fewer).", "",
-             "| task | kind | threshold | dreamer reached | dreamer env steps | baseline | baseline reached "
+             "slow. Ratios: dreamer's median over the baseline's (below 1: dreamer needs fewer). algo: dreamer's "
+             "--algo (the default unless the invocation named others).", "",
+             "| task | kind | threshold | algo | dreamer reached | dreamer env steps | baseline | baseline reached "
              "| baseline env steps | steps ratio | dreamer s | baseline s | seconds ratio "
              "| final eval: dreamer / baseline |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    none = {"steps": {"n": 0, "reached": 0, "median": None}, "seconds": {"n": 0, "median": None},
+            "final": {"median": None}}  # a baseline this invocation did not run (--no-baselines)
     for name, spec in TASKS.items():
-        methods = summary.get(name)
-        if not methods or "dreamer" not in methods:
-            continue
-        ours, base = methods["dreamer"], methods.get(spec["baseline"])
-        if base is None:
-            continue
-
-        zoo = "not in zoo" if (spec["baseline"], name) in race_baselines().NOT_IN_ZOO else "zoo"
-        lines.append(f"| {name} | {spec['kind']} | {spec['threshold']:g} | {ours['steps']['reached']}/"
-                     f"{ours['steps']['n']} | {cell(ours['steps'], ',.0f')} | {spec['baseline']} ({zoo}) "
-                     f"| {base['steps']['reached']}/{base['steps']['n']} | {cell(base['steps'], ',.0f')} "
-                     f"| {_ratio(ours, base, 'steps')} | {cell(ours['seconds'], '.1f')} "
-                     f"| {cell(base['seconds'], '.1f')} | {_ratio(ours, base, 'seconds')} "
-                     f"| {_final(ours)} / {_final(base)} |")
+        for algo in algos:
+            methods = summary.get(name, {})
+            if algo not in methods:
+                continue
+            lines.append(_row(name, spec, algo, methods[algo], methods.get(spec["baseline"], none)))
     notes = [f"- {name}: {spec['note']}" for name, spec in TASKS.items() if spec.get("note") and name in summary]
     missing = [f"- {m} on {e}: {why}" for (m, e), why in race_baselines().NOT_IN_ZOO.items() if e in summary]
     return "\n".join([*lines, "", "Thresholds:", *notes, "", "Baselines the zoo does not tune:", *missing])
+
+
+def _row(name: str, spec: dict[str, Any], algo: str, ours: dict[str, Any], base: dict[str, Any]) -> str:
+    """One scoreboard row: one algo of ours on one task, beside the task's baseline."""
+    zoo = "not in zoo" if (spec["baseline"], name) in race_baselines().NOT_IN_ZOO else "zoo"
+    return (f"| {name} | {spec['kind']} | {spec['threshold']:g} | {algo} | {ours['steps']['reached']}/"
+            f"{ours['steps']['n']} | {cell(ours['steps'], ',.0f')} | {spec['baseline']} ({zoo}) "
+            f"| {base['steps']['reached']}/{base['steps']['n']} | {cell(base['steps'], ',.0f')} "
+            f"| {_ratio(ours, base, 'steps')} | {cell(ours['seconds'], '.1f')} "
+            f"| {cell(base['seconds'], '.1f')} | {_ratio(ours, base, 'seconds')} "
+            f"| {_final(ours)} / {_final(base)} |")
 
 
 def _ratio(ours: dict[str, Any], base: dict[str, Any], measure: str) -> str:
@@ -223,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: the pipeline end to end")
     parser.add_argument("--stop-at-threshold", action="store_true",
                         help="end dreamer's runs at their first eval at the threshold (screening)")
+    parser.add_argument("--algos", nargs="+", choices=race.OURS, default=None,
+                        help="dreamer's --algo values to run, each otherwise with default settings "
+                             "(default: the default --algo only)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="run ours only (screening; the scoreboard's baseline cells stay empty unless --reuse "
+                             "finds them)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the runs an interrupted invocation with the same --out finished; run the rest")
     args = parser.parse_args(argv)
@@ -232,9 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds is not None else ([0] if args.smoke else SEEDS)
     out = args.out.resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    tasks = plan(args.tasks, seeds, out, args.smoke, args.stop_at_threshold)
-    meta = {**race.provenance("suite.py", argv, args.jobs), "ray": args.ray, "seeds": seeds, "smoke": args.smoke,
-            "tasks": {n: TASKS[n] for n in args.tasks}}
+    algos = args.algos or [default_algo()]
+    tasks = plan(args.tasks, seeds, out, args.smoke, args.stop_at_threshold, algos, baselines=not args.no_baselines)
+    if args.no_baselines and args.reuse:  # a baseline an earlier invocation ran still goes on the scoreboard
+        tasks += [t for t in plan(args.tasks, seeds, out, args.smoke, args.stop_at_threshold, algos)
+                  if t["method"] not in algos and finished(t) is not None]
+    meta = {**race.provenance("suite.py", argv, args.jobs), "ray": args.ray, "seeds": seeds, "algos": algos,
+            "smoke": args.smoke, "tasks": {n: TASKS[n] for n in args.tasks}}
     kept = {i: record for i, task in enumerate(tasks) if args.reuse and (record := finished(task)) is not None}
     console.print(f"{len(tasks)} runs, {args.jobs} at once{' on Ray' if args.ray else ''} -> {out}"
                   + (f"; {len(kept)} finished earlier, reused" if kept else ""))

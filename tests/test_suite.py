@@ -88,3 +88,14 @@ def test_smoke_suite_runs_every_task_and_method_and_writes_the_scoreboard(tmp_pa
     for r in again["records"]:  # a reused record was read back from its file, not timed by a process
         rerun = (r["env"], r["method"]) == ("Acrobot-v1", "dreamer")
         assert r["error"] is None and r["curve"] and (r["process_seconds"] is not None) == rerun
+    # Another --algo on the same tasks, ours only, beside the baseline an earlier invocation ran.
+    assert suite.main(["--smoke", "--out", str(tmp_path), "--reuse", "--tasks", "CartPole-v1",
+                       "--algos", "model-free", "--no-baselines"]) == 0
+    third = json.loads((tmp_path / "suite.json").read_text())
+    assert sorted(r["method"] for r in third["records"]) == ["dqn", "model-free"]
+    assert third["meta"]["reused"] == 1 and third["meta"]["algos"] == ["model-free"]
+    config = json.loads((tmp_path / "runs" / "CartPole-v1-model-free-s0" / "config.json").read_text())
+    assert config["algo"] == "model-free"
+    row = next(line for line in (tmp_path / "suite.md").read_text().splitlines() if line.startswith("| CartPole-v1 |"))
+    assert "| model-free | 0/1 |" in row or "| model-free | 1/1 |" in row
+    assert "| dqn (zoo) | 0/1 |" in row or "| dqn (zoo) | 1/1 |" in row  # the reused baseline's cells

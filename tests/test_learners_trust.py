@@ -10,7 +10,7 @@ from conftest import tiny
 from dreamercli.buffer import random_replay
 from dreamercli.config import LearnerConfig
 from dreamercli.envs import encode_action, make_env, random_action, to_env_action
-from dreamercli.learners.trust import TrustGuard
+from dreamercli.learners.trust import END_EVENTS, TrustGuard
 from dreamercli.models import WorldModel
 from dreamercli.optim import FlatAdam
 
@@ -94,7 +94,10 @@ def test_guard_state_round_trips(cartpole_model):
     assert np.array_equal(twin.errors(), guard.errors(), equal_nan=True)
     assert twin.settings() == guard.settings() and torch.equal(twin.latents, guard.latents)
     assert np.array_equal(twin.ends, guard.ends) and guard.ends[:77, 0].any()  # CartPole ends within 77 steps
-    old = {k: v for k, v in guard.state_tensors().items() if k != "ends"}  # a checkpoint from before ends were scored
+    assert twin.real_ends == guard.real_ends > 0 and np.array_equal(twin.caught, guard.caught)
+    assert twin.end_error() == guard.end_error()
+    # A checkpoint from before ends were scored.
+    old = {k: v for k, v in guard.state_tensors().items() if k not in ("ends", "caught", "real_ends")}
     twin.load_state_tensors(old, torch.device("cpu"))
     assert twin.end_error() == 0.0 and np.array_equal(twin.errors(), guard.errors(), equal_nan=True)
 
@@ -121,3 +124,20 @@ def test_a_time_limit_is_no_end_to_predict(cartpole_model):
     guard.observe(cartpole_model, obs, np.array([1.0, 0.0], np.float32), obs, terminated=True)
     assert guard.ends[:2, 0].tolist() == [False, True]
     assert guard.latents is None  # the termination cleared the open predictions
+
+
+def test_one_missed_end_after_many_caught_is_one_miss_in_the_last_ends(cartpole_model):
+    guard = watch(TrustGuard(CFG), cartpole_model, "CartPole-v1", steps=3 * CFG.trust_window)
+    assert guard.real_ends >= END_EVENTS and guard.end_error() <= CFG.trust_threshold
+    before = guard.end_error()
+    # A policy good enough that the window holds a single end, and the model misses it: an upright
+    # pole the model calls "goes on" that the env ended anyway.
+    upright, push = np.zeros(4, np.float32), np.array([1.0, 0.0], np.float32)
+    for _ in range(CFG.trust_window - 1):
+        guard.observe(cartpole_model, upright, push, upright, terminated=False)
+    guard.observe(cartpole_model, upright, push, upright, terminated=True)
+    assert guard.ends[:, 0].sum() == 1 and not guard.ends[:, 1].any()  # one real end in the window, missed
+    missed = 1.0 - guard.caught.mean()
+    assert guard.end_error() == pytest.approx(missed)  # no false end in the window
+    assert missed <= before + 1.0 / END_EVENTS  # one miss more, not a miss rate of 1.0
+    assert guard.end_error() < 0.5  # the end check still trusts the head (a miss rate of 1.0 would not)

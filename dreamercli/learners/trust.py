@@ -11,10 +11,14 @@ Episode ends are scored too, since a branched transition carries the continue he
 into SAC's targets: a missed end bootstraps value from beyond it, a false one cuts a return
 short. Each step, the one-step prediction's continue flag (as branched rollouts read it: below
 CONTINUE_BELOW is an end) is set against the real termination (a time-limit truncation is no
-end to predict): err_end = missed ends / real ends + false ends / steps that did not end, over
-the window: 1 - Youden's J, so that the reference "episodes never end" (and any verdict no
-better than chance) scores 1.0. With no real end in the window, the false-end rate alone: an
-env without terminations loses no trust to a rare false end.
+end to predict): err_end = missed ends / real ends + false ends / steps that did not end:
+1 - Youden's J, so that the reference "episodes never end" (and any verdict no better than
+chance) scores 1.0. False ends are counted over the window; missed ends over the last
+END_EVENTS real ends, however long ago, since a good policy makes ends rare: a window of 200
+steps then holds one end or none, and one missed end read as a miss rate of 1.0 (race at
+798c41e: err_end of CartPole's hybrid runs jumped between 0.0 and 1.0 from one log row to the
+next, and with it every branch and imagination update). With no real end seen yet, the
+false-end rate alone: an env without terminations loses no trust to a rare false end.
 
 From the errors (tau = trust_threshold): trust(e) = clip((2 tau - e) / tau, 0, 1), full at
 e <= tau and none at e >= 2 tau.
@@ -45,6 +49,8 @@ from ..models import WorldModel
 from ..nets import symlog
 from .branched import CONTINUE_BELOW
 
+END_EVENTS = 20  # real ends over which the missed-end rate is measured
+
 
 @dataclass(frozen=True)
 class TrustSettings:
@@ -65,6 +71,8 @@ class TrustGuard:
         self.ref_err = np.zeros((cfg.trust_window, self.k))
         self.seen = np.zeros((cfg.trust_window, self.k), dtype=bool)
         self.ends = np.zeros((cfg.trust_window, 2), dtype=bool)  # per step: (really ended, predicted an end)
+        self.caught = np.zeros(END_EVENTS, dtype=bool)  # ring of the last real ends: was each one predicted?
+        self.real_ends = 0  # real ends seen in all
         self.cursor, self.filled = 0, 0
         self.latents: torch.Tensor | None = None  # (m, latent): predictions of the current obs, oldest first
         self.origins: torch.Tensor | None = None  # (m, obs): the observations they started from (symlog)
@@ -92,6 +100,9 @@ class TrustGuard:
         self.model_err[row, ks], self.ref_err[row, ks], self.seen[row, ks] = model, ref, True
         predicted_end = bool(wm.cont(latents[-1:]) < CONTINUE_BELOW)  # the newest is one step ahead
         self.ends[row] = (terminated, predicted_end)
+        if terminated:
+            self.caught[self.real_ends % END_EVENTS] = predicted_end
+            self.real_ends += 1
         self.cursor += 1
         self.filled = min(self.filled + 1, self.cfg.trust_window)
         if terminated or truncated:
@@ -108,11 +119,12 @@ class TrustGuard:
             return np.where(ref > 0, model / np.maximum(ref, 1e-12), np.nan)
 
     def end_error(self) -> float:
-        """err_end over the window: the share of real ends missed plus the share of other steps called an end."""
+        """err_end: the share of the last END_EVENTS real ends missed plus the share of the window's other
+        steps called an end."""
         real, predicted = self.ends[:self.filled].T  # the window's rows past `filled` are still unwritten
-        n_end = int(real.sum())
-        missed, false = int((real & ~predicted).sum()), int((predicted & ~real).sum())
-        return missed / max(n_end, 1) + false / max(len(real) - n_end, 1)
+        false = int((predicted & ~real).sum()) / max(len(real) - int(real.sum()), 1)
+        n = min(self.real_ends, END_EVENTS)
+        return (float((~self.caught[:n]).sum()) / n if n else 0.0) + false
 
     def settings(self) -> TrustSettings:
         """Branch length, imagination weight and real share that the measured errors allow."""
@@ -140,7 +152,8 @@ class TrustGuard:
         """The window and the open predictions, for checkpoints."""
         state = {"model_err": torch.from_numpy(self.model_err.copy()), "ref_err": torch.from_numpy(self.ref_err.copy()),
                  "seen": torch.from_numpy(self.seen.copy()), "ends": torch.from_numpy(self.ends.copy()),
-                 "counters": torch.tensor([self.cursor, self.filled], dtype=torch.int64)}
+                 "counters": torch.tensor([self.cursor, self.filled], dtype=torch.int64),
+                 "caught": torch.from_numpy(self.caught.copy()), "real_ends": torch.tensor(self.real_ends)}
         if self.latents is not None:
             state["latents"], state["origins"] = self.latents.cpu(), self.origins.cpu()
         return state
@@ -152,5 +165,8 @@ class TrustGuard:
         # A checkpoint from before ends were scored: an unmeasured window, as at the start.
         self.ends = state["ends"].numpy().copy() if "ends" in state else np.zeros((self.cfg.trust_window, 2), bool)
         self.cursor, self.filled = (int(x) for x in state["counters"])
+        # From before missed ends were counted over events: none seen yet.
+        self.caught = state["caught"].numpy().copy() if "caught" in state else np.zeros(END_EVENTS, bool)
+        self.real_ends = int(state["real_ends"]) if "real_ends" in state else 0
         self.latents = state["latents"].to(device) if "latents" in state else None
         self.origins = state["origins"].to(device) if "origins" in state else None

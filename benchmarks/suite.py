@@ -78,11 +78,10 @@ def default_algo() -> str:
 
 
 def plan(names: list[str], seeds: list[int], out: Path, smoke: bool, stop: bool,
-         algos: list[str] | None = None, baselines: bool = True) -> list[dict[str, Any]]:
+         algos: list[str], baselines: bool = True) -> list[dict[str, Any]]:
     """The runs, interleaved by seed, then task, then method, as the race's worker reads them.
 
-    algos: our --algo values to run (default: the default one); baselines: the SB3 runs too."""
-    algos = algos or [default_algo()]
+    algos: our --algo values to run; baselines: the SB3 runs too."""
     tasks = []
     for seed in seeds:
         for name in names:

@@ -63,7 +63,7 @@ def train(
     algo: Annotated[Algo | None, typer.Option(
         help="dreamer: policy trained in imagination only; model-free: SAC on real transitions, no world "
              "model; mbpo: SAC on real and branched model transitions; hybrid: one policy trained by both, "
-             "as far as the model-trust guard allows.", show_default="dreamer")] = None,
+             "as far as the model-trust guard allows.", show_default="model-free")] = None,
     steps: Annotated[int | None, typer.Option(help="Env steps to train for.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of torch, numpy and the env.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Folder that holds run folders [default: runs].")] = None,

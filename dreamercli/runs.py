@@ -349,7 +349,9 @@ def load_config(run_dir: Path) -> tuple[Config, EnvSpec]:
     except (KeyError, TypeError, AttributeError) as err:
         raise RunError(f"{Path(run_dir) / RUN_FILE} has no valid env_spec: {err}") from None
     try:
-        config = from_dict({k: v for k, v in data.items() if k not in META_KEYS})
+        # A config.json from before --algo existed is a dreamer run, whatever today's default.
+        fields = {"algo": "dreamer", **{k: v for k, v in data.items() if k not in META_KEYS}}
+        config = from_dict(fields)
     except (ConfigError, TypeError, AttributeError) as err:
         raise RunError(f"{path} is not a valid dreamer config: {err}") from None
     return config, spec

@@ -22,7 +22,7 @@ SPEC = EnvSpec(obs_dim=4, action_dim=2, discrete=True)
 def make_run(root, name, seed, evals, env="CartPole-v1", threshold=25.0, label=None, **fields):
     """A run folder with eval rows (step, return), time = step / 10, and train rows between."""
     run_dir = root / name
-    config = with_overrides(from_preset("tiny"), {"env": env, "seed": seed, **fields})
+    config = with_overrides(from_preset("tiny"), {"env": env, "seed": seed, "algo": "dreamer", **fields})
     runs.write_config(run_dir, config, SPEC)
     if label is not None:
         data = json.loads((run_dir / "config.json").read_text())

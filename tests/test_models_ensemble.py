@@ -55,7 +55,7 @@ def test_the_bonus_is_novelty_over_its_running_mean():
 
 
 def agent_with(novelty: float, env: str = "CartPole-v1") -> Agent:
-    config = validate(with_overrides(from_preset("tiny"), {"env": env, "novelty": novelty}))
+    config = validate(with_overrides(from_preset("tiny"), {"env": env, "algo": "dreamer", "novelty": novelty}))
     return Agent(config, spec_of(make_env(env)))
 
 

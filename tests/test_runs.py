@@ -95,7 +95,7 @@ def test_existing_folder_needs_force(tmp_path):
         runs.prepare_run_dir(tmp_path, "taken", config, force=False)
     assert runs.prepare_run_dir(tmp_path, "taken", config, force=True) == tmp_path / "taken"
     name = runs.prepare_run_dir(tmp_path, None, config, force=False).name
-    assert name.startswith("CartPole-v1-dreamer-s0-")
+    assert name.startswith("CartPole-v1-model-free-s0-")  # the default algo
 
 
 def test_spec_survives_the_round_trip(pendulum_run):
@@ -116,3 +116,18 @@ def test_a_safetensors_header_length_that_starts_like_a_pickle_still_loads(tmp_p
     path.write_bytes(data)
     tensors, meta = runs.load_tensors(path)
     assert torch.equal(tensors["w"], torch.zeros(2)) and meta["pad"] == "x" * pad
+
+
+def test_a_config_without_algo_is_a_dreamer_run_whatever_the_default(cartpole_run, tmp_path):
+    # Run folders from before --algo existed name none; their weights are dreamer's.
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("run.json", "weights.safetensors"):
+        (old / name).write_bytes((cartpole_run / name).read_bytes())
+    data = json.loads((cartpole_run / "config.json").read_text())
+    del data["algo"]
+    runs.write_json(old / "config.json", data)
+    config, spec = runs.load_config(old)
+    assert config.algo == "dreamer" and from_preset("default").algo == "model-free"
+    agent = Agent(config, spec)
+    agent.load_weights(runs.load_weights(old))  # the names fit: no error

@@ -66,36 +66,38 @@ def test_smoke_suite_runs_every_task_and_method_and_writes_the_scoreboard(tmp_pa
     assert suite.main(["--smoke", "--jobs", "2", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "suite.json").read_text())
     records = data["records"]
-    expected = {(name, m) for name, t in suite.TASKS.items() for m in ("dreamer", t["baseline"])}
+    ours = suite.default_algo()
+    assert ours == "model-free"
+    expected = {(name, m) for name, t in suite.TASKS.items() for m in (ours, t["baseline"])}
     assert sorted((r["env"], r["method"]) for r in records) == sorted(expected)  # each once, seed 0
     for r in records:
         assert r["error"] is None, (r["env"], r["method"], r["error"])
         assert r["curve"] and r["curve"][-1]["step"] >= r["budget"]
         assert all(p["eval_seconds"] > 0 for p in r["curve"])
-    # dreamer ran with its defaults: the tiny preset's overlay and nothing keyed on the task.
-    config = json.loads((tmp_path / "runs" / "suite_envs.BeaconReach-dreamer-s0" / "config.json").read_text())
-    assert config["env"] == "suite_envs:BeaconReach" and config["algo"] == "dreamer"
+    # Ours ran with the defaults: the tiny preset's overlay and nothing keyed on the task.
+    config = json.loads((tmp_path / "runs" / f"suite_envs.BeaconReach-{ours}-s0" / "config.json").read_text())
+    assert config["env"] == "suite_envs:BeaconReach" and config["algo"] == ours
     text = (tmp_path / "suite.md").read_text()
     for name in suite.TASKS:
         assert f"| {name} |" in text
     assert "sac (not in zoo)" in text and "dqn (zoo)" in text
     assert (tmp_path / "suite.png").stat().st_size > 20_000
     # An interrupted suite goes on with --reuse: finished runs are kept, not run again.
-    (tmp_path / "logs" / "Acrobot-v1-dreamer-s0.json").unlink()
+    (tmp_path / "logs" / f"Acrobot-v1-{ours}-s0.json").unlink()
     assert suite.main(["--smoke", "--out", str(tmp_path), "--reuse", "--tasks", "CartPole-v1", "Acrobot-v1"]) == 0
     again = json.loads((tmp_path / "suite.json").read_text())
     assert again["meta"]["reused"] == 3 and len(again["records"]) == 4
     for r in again["records"]:  # a reused record was read back from its file, not timed by a process
-        rerun = (r["env"], r["method"]) == ("Acrobot-v1", "dreamer")
+        rerun = (r["env"], r["method"]) == ("Acrobot-v1", ours)
         assert r["error"] is None and r["curve"] and (r["process_seconds"] is not None) == rerun
     # Another --algo on the same tasks, ours only, beside the baseline an earlier invocation ran.
     assert suite.main(["--smoke", "--out", str(tmp_path), "--reuse", "--tasks", "CartPole-v1",
-                       "--algos", "model-free", "--no-baselines"]) == 0
+                       "--algos", "dreamer", "--no-baselines"]) == 0
     third = json.loads((tmp_path / "suite.json").read_text())
-    assert sorted(r["method"] for r in third["records"]) == ["dqn", "model-free"]
-    assert third["meta"]["reused"] == 1 and third["meta"]["algos"] == ["model-free"]
-    config = json.loads((tmp_path / "runs" / "CartPole-v1-model-free-s0" / "config.json").read_text())
-    assert config["algo"] == "model-free"
+    assert sorted(r["method"] for r in third["records"]) == ["dqn", "dreamer"]
+    assert third["meta"]["reused"] == 1 and third["meta"]["algos"] == ["dreamer"]
+    config = json.loads((tmp_path / "runs" / "CartPole-v1-dreamer-s0" / "config.json").read_text())
+    assert config["algo"] == "dreamer"
     row = next(line for line in (tmp_path / "suite.md").read_text().splitlines() if line.startswith("| CartPole-v1 |"))
-    assert "| model-free | 0/1 |" in row or "| model-free | 1/1 |" in row
+    assert "| dreamer | 0/1 |" in row or "| dreamer | 1/1 |" in row
     assert "| dqn (zoo) | 0/1 |" in row or "| dqn (zoo) | 1/1 |" in row  # the reused baseline's cells

@@ -16,6 +16,7 @@ from .learners.sac import SAC
 from .models import WorldModel
 from .nets import symlog
 from .optim import FlatAdam
+from .streams import ModelStream
 
 GRAD_CLIP = {"world_model": 100.0, "actor": 100.0, "critic": 100.0}
 
@@ -39,17 +40,23 @@ class Agent(nn.Module):
       the imagination actor-critic on decoded latents; the model-trust guard sets how much.
     """
 
-    def __init__(self, config: Config, spec: EnvSpec, device: torch.device | str = "cpu"):
+    def __init__(self, config: Config, spec: EnvSpec, device: torch.device | str = "cpu",
+                 model_stream: ModelStream | None = None):
+        """model_stream: where mbpo's and hybrid's model parts draw their initial weights (streams.py);
+        without it, from torch's global generator like the rest."""
         super().__init__()
         self.config, self.spec = config, spec
         wm, ac, ln, algo = config.world_model, config.actor_critic, config.learner, config.algo
         self.device = torch.device(device)
-        self.world_model = None if algo == "model-free" else WorldModel(wm, spec.obs_dim, spec.action_dim)
+        model_draws = model_stream.active if model_stream is not None else contextlib.nullcontext
+        with model_draws():
+            self.world_model = None if algo == "model-free" else WorldModel(wm, spec.obs_dim, spec.action_dim)
         obs_actor = None if algo == "dreamer" else Actor(spec.obs_dim, ln.sac_hidden, spec.action_dim,
                                                          spec.discrete, ln.sac_layers)
         if algo in ("dreamer", "hybrid"):
-            self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
-                                            wm.hidden_layers, actor=obs_actor)
+            with model_draws():  # hybrid: the imagination critic is model work; the actor exists already
+                self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
+                                                wm.hidden_layers, actor=obs_actor)
             self.actor = None
         else:
             self.actor_critic, self.actor = None, obs_actor

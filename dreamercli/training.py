@@ -27,6 +27,7 @@ from .exploration import EpisodeNoise, random_action_from
 from .learners import branched
 from .learners.trust import TrustGuard
 from .progress import CostModel, Progress
+from .streams import ModelStream
 
 MAX_SKIPS_IN_A_ROW = 50  # updates with NaN/inf in a row before a run is called diverged
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
@@ -75,7 +76,10 @@ class Trainer:
         self.spec = spec_of(self.env)
         self.noise = EpisodeNoise(self.spec.action_dim, tr.noise_exponent, step_limit(self.env) or tr.max_episode_steps)
         self.threshold = threshold_of(config.env, tr.threshold)
-        self.agent = Agent(config, self.spec, resolve_device(tr.device))
+        device = resolve_device(tr.device)
+        # mbpo and hybrid: the model draws from a stream of its own, the learner from the seed's (streams.py).
+        self.model_stream = ModelStream(tr.seed, device) if config.algo in ("mbpo", "hybrid") else None
+        self.agent = Agent(config, self.spec, device, self.model_stream)
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
         branches = config.algo in ("mbpo", "hybrid")  # (not `branched`: that is the module)
         ln = config.learner
@@ -114,6 +118,8 @@ class Trainer:
         checkpoint.restore(ckpt, self.agent, self.buffers(), self.rng, path)
         if self.guard is not None:
             self.guard.load_state_tensors(ckpt.part("guard"), self.agent.device)
+        if self.model_stream is not None:
+            self.model_stream.load_state_tensors(ckpt.part("stream"))
         names = {f.name for f in dataclasses.fields(LoopState)}
         try:
             self.state = LoopState(**{k: v for k, v in ckpt.state.items() if k in names})
@@ -243,9 +249,10 @@ class Trainer:
         st, ln, device = self.state, self.config.learner, self.agent.device
         allowed = self.guard.settings() if self.guard is not None else None
         if allowed is not None and allowed.branch_length > 0:
-            starts = self.buffer.sample_transitions(ln.branch_starts, self.rng, device).obs
-            branched.fill(self.model_buffer, branched.branch(self.agent.world_model, self.agent.policy, starts,
-                                                             allowed.branch_length))
+            with self._model_draws() as rng:
+                starts = self.buffer.sample_transitions(ln.branch_starts, rng, device).obs
+                branched.fill(self.model_buffer, branched.branch(self.agent.world_model, self.agent.policy, starts,
+                                                                 allowed.branch_length))
         st.sac_owed += ln.sac_ratio
         while st.sac_owed >= 1.0:
             began = time.perf_counter()
@@ -262,8 +269,13 @@ class Trainer:
 
     def _update(self, behave: bool = True) -> dict[str, float] | None:
         """One agent update on a replayed batch, counting (and surviving) NaN or inf ones."""
-        batch = self.buffer.sample(self.tr.batch_size, self.config.world_model.seq_len, self.rng, self.agent.device)
-        return self._counted(self.agent.update(batch, behave=behave))
+        with self._model_draws() as rng:
+            batch = self.buffer.sample(self.tr.batch_size, self.config.world_model.seq_len, rng, self.agent.device)
+            return self._counted(self.agent.update(batch, behave=behave))
+
+    def _model_draws(self) -> contextlib.AbstractContextManager[np.random.Generator]:
+        """The generators of world-model work: the model's own stream (mbpo, hybrid), else the run's."""
+        return self.model_stream.active() if self.model_stream is not None else contextlib.nullcontext(self.rng)
 
     def _counted(self, metrics: dict[str, float] | None) -> dict[str, float] | None:
         """Count an update, and count (and survive) a skipped one: NaN or inf in a loss or gradient."""
@@ -346,6 +358,8 @@ class Trainer:
     def _write_checkpoint(self, folder: Path) -> None:
         state = dataclasses.replace(self.state, elapsed=self.seconds())
         extra = {} if self.guard is None else {f"guard/{k}": v for k, v in self.guard.state_tensors().items()}
+        if self.model_stream is not None:
+            extra.update({f"stream/{k}": v for k, v in self.model_stream.state_tensors().items()})
         checkpoint.write(folder, self.agent, self.buffers(), self.rng, dataclasses.asdict(state), extra)
         runs.save_weights(folder, self.agent.weights())
 

@@ -22,6 +22,7 @@ from ..config import LearnerConfig
 from ..nets import symlog
 from ..optim import FlatAdam
 from .imagination import Actor
+from .novelty import RandomDistillation
 
 GRAD_CLIP = 100.0  # like every other optimiser of the project (agent.GRAD_CLIP)
 # Target entropy of discrete policies as a share of the uniform policy's log(A). Half of it keeps
@@ -104,6 +105,10 @@ class SAC(nn.Module):
         self.target_entropy = (DISCRETE_ENTROPY_SHARE * math.log(action_dim) if discrete
                                else -float(action_dim))
         self.critic_opt = FlatAdam(self.critics, cfg.sac_lr, GRAD_CLIP)
+        # Built only when on, so that runs without it draw the same initial weights as before it existed.
+        self.novelty = RandomDistillation(obs_dim, cfg.sac_hidden, cfg.sac_layers).to(device) \
+            if cfg.sac_novelty > 0 else None
+        self.novelty_opt = None if self.novelty is None else FlatAdam(self.novelty.predictor, cfg.sac_lr, GRAD_CLIP)
         # FlatAdam reads parameters from a module; the list wrapper is not kept, log_alpha stays ours.
         self.alpha_opt = FlatAdam(nn.ParameterList([self.log_alpha]), cfg.sac_lr, GRAD_CLIP)
 
@@ -113,7 +118,10 @@ class SAC(nn.Module):
 
     def optimisers(self) -> dict[str, FlatAdam]:
         """SAC's own optimisers (the actor's belongs to the agent), for checkpoints."""
-        return {"sac_critic": self.critic_opt, "sac_alpha": self.alpha_opt}
+        opts = {"sac_critic": self.critic_opt, "sac_alpha": self.alpha_opt}
+        if self.novelty_opt is not None:
+            opts["sac_novelty"] = self.novelty_opt
+        return opts
 
     def pessimistic(self, q: torch.Tensor) -> torch.Tensor:
         """min over two members (E, ...) -> (...): all of them if E = 2, two random ones if more (REDQ)."""
@@ -136,6 +144,13 @@ class SAC(nn.Module):
         f, f_next = feats[:B], feats[B:]
         alpha = self.log_alpha.exp().detach()
         keep = self.cfg.sac_discount * (1 - batch.terminated)  # (B,)
+        rewards, extra = batch.rewards, {}
+        if self.novelty is not None:  # RND: pay for arriving where the replay has little data
+            self.novelty.observe(batch.next_obs)
+            error = self.novelty.error(batch.next_obs)
+            bonus = self.novelty.bonus(error)
+            rewards = rewards + self.cfg.sac_novelty * bonus
+            extra = {"novelty_loss": error.mean()}
         if self.discrete:
             probs_all = self.actor.probs(feats)  # (2B, A): one actor pass for s and s'
             logp_all = probs_all.log()
@@ -144,7 +159,7 @@ class SAC(nn.Module):
                 # Soft value of s' as an expectation over the policy, not a sampled action.
                 q_next = self.pessimistic(self.target_critics.q(f_next))  # (B, A)
                 v_next = (probs_all[B:] * (q_next - alpha * logp_all[B:])).sum(-1)
-                target = batch.rewards + keep * v_next  # (B,)
+                target = rewards + keep * v_next  # (B,)
             q_all = self.critics.q(f)  # (E, B, A)
             q = (q_all * batch.actions).sum(-1)  # (E, B)
             actor_loss = (probs * (alpha * logp - self.actor_value(q_all.detach()))).sum(-1).mean()
@@ -155,7 +170,7 @@ class SAC(nn.Module):
             logp_all = self.actor.squashed_log_prob(actions_all, std, noise)  # (2B,)
             with torch.no_grad():
                 q_next = self.pessimistic(self.target_critics.q(torch.cat([f_next, actions_all[B:]], -1)))
-                target = batch.rewards + keep * (q_next.squeeze(-1) - alpha * logp_all[B:])  # (B,)
+                target = rewards + keep * (q_next.squeeze(-1) - alpha * logp_all[B:])  # (B,)
             q = self.critics.q(torch.cat([f, batch.actions], -1)).squeeze(-1)  # (E, B)
             # Frozen weights: the actor's loss must move the actor only, not the critics.
             q_pi = self.critics.q(torch.cat([f, actions_all[:B]], -1), frozen=True).squeeze(-1)  # (E, B)
@@ -165,17 +180,18 @@ class SAC(nn.Module):
         q_loss = (q - target).pow(2).mean(-1).sum()
         # d/d log_alpha = H - target: the temperature rises while the entropy is below target.
         alpha_loss = self.log_alpha * (entropy.detach() - self.target_entropy)
-        losses = {"q_loss": q_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss}
+        losses = {"q_loss": q_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss, **extra}
         metrics = {"entropy": entropy.detach(), "q_mean": q.detach().mean()}
         return losses, metrics
 
     def update(self, batch: TransitionBatch) -> dict[str, float] | None:
         """One step of critics, actor and temperature, then the targets; None (nothing changed) on a NaN/inf."""
         losses, metrics = self.losses(batch)
-        total = losses["q_loss"] + losses["actor_loss"] + losses["alpha_loss"]
+        total = sum(losses.values())
         if not torch.isfinite(total):
             return None  # e.g. a NaN reward: no backward, no step
-        opts = (self.critic_opt, self.actor_opt, self.alpha_opt)
+        opts = (self.critic_opt, self.actor_opt, self.alpha_opt) + (() if self.novelty_opt is None
+                                                                     else (self.novelty_opt,))
         for opt in opts:
             opt.zero_grad()
         total.backward()
@@ -189,6 +205,8 @@ class SAC(nn.Module):
         self.update_targets()
         logged = {"sac/q_loss": losses["q_loss"], "sac/actor_loss": losses["actor_loss"],
                   "sac/alpha": self.log_alpha.exp(), "sac/entropy": metrics["entropy"], "sac/q_mean": metrics["q_mean"]}
+        if "novelty_loss" in losses:
+            logged["sac/novelty_error"] = losses["novelty_loss"]
         values = torch.stack(list(logged.values())).detach().tolist()  # one conversion, not five
         return dict(zip(logged, values, strict=True))
 

@@ -1,0 +1,65 @@
+"""Random network distillation: a novelty bonus on real transitions for the off-policy learner.
+
+The world model's disagreement bonus (`models/ensemble.py`) pays imagined steps, so it needs a
+world model; model-free learning has none. On a task whose reward lies behind a long push
+(MountainCarContinuous-v0: moving costs until the flag pays 100), SAC's policy learns to stand
+still before any episode finds the flag, its entropy falls to the std floor, and nothing leads
+it anywhere new (the README's suite section). RND (Burda et al., ICLR 2019) pays for reaching
+observations unlike those seen before: a fixed, randomly initialised network maps each
+observation to features, a second network learns to predict them on the replayed data, and its
+error is large where the data has not been. Added to the reward SAC learns from, the bonus
+makes unvisited states valuable, so the policy goes to them; it fades where the replay is, so
+a found reward soon outweighs it.
+
+Observations are standardised by running moments before both networks (RND's own recipe):
+MountainCar's velocity spans a hundredth of its position's range, and a random network fed raw
+values would see position alone. The bonus is the error divided by its running mean, so its
+size does not depend on the task's units or on how fast the predictor learns; `sac_novelty`
+scales it against the task's reward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nets import follow_, mlp
+
+FEATURES = 32  # size of the random target's output
+MOMENTS_EMA = 0.01  # rate at which the observation moments and the error's mean follow each batch
+
+
+class RandomDistillation(nn.Module):
+    """A fixed random target network, a predictor trained to match it, and running moments."""
+
+    def __init__(self, obs_dim: int, hidden_dim: int, layers: int):
+        super().__init__()
+        self.target = mlp(obs_dim, hidden_dim, FEATURES, 1).requires_grad_(False)
+        self.predictor = mlp(obs_dim, hidden_dim, FEATURES, layers)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_var", torch.ones(obs_dim))
+        self.register_buffer("error_mean", torch.zeros(()))
+        self.register_buffer("updates", torch.zeros(()))
+
+    def standardise(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations in units of the running moments, clipped as RND does."""
+        return ((obs - self.obs_mean) / self.obs_var.add(1e-8).sqrt()).clamp(-5.0, 5.0)
+
+    def error(self, obs: torch.Tensor) -> torch.Tensor:
+        """The predictor's squared error per observation, (B,); gradients reach the predictor only."""
+        x = self.standardise(obs)
+        return (self.predictor(x) - self.target(x)).pow(2).mean(-1)
+
+    @torch.no_grad()
+    def observe(self, obs: torch.Tensor) -> None:
+        """Move the observation moments toward a replayed batch's (the first batch sets them)."""
+        rate = 1.0 if self.updates.item() == 0 else MOMENTS_EMA
+        self.obs_mean.lerp_(obs.mean(0), rate)
+        self.obs_var.lerp_(obs.var(0, unbiased=False), rate)
+        self.updates += 1
+
+    def bonus(self, error: torch.Tensor) -> torch.Tensor:
+        """The error relative to its running mean (no gradient), (B,); the mean follows this batch's."""
+        error = error.detach()
+        follow_(self.error_mean, error.mean(), MOMENTS_EMA)
+        return error / self.error_mean.clamp_min(1e-8)

@@ -1,0 +1,89 @@
+"""Random network distillation: the off-policy learner's novelty bonus (learners/novelty.py)."""
+
+import pytest
+import torch
+from conftest import tiny
+
+from dreamercli import checkpoint, runs
+from dreamercli.agent import Agent
+from dreamercli.buffer import TransitionBatch
+from dreamercli.config import ConfigError, validate
+from dreamercli.envs import make_env, spec_of
+from dreamercli.learners.novelty import RandomDistillation
+from dreamercli.training import train
+
+
+def test_novelty_falls_where_the_predictor_trained_and_stays_elsewhere():
+    torch.manual_seed(0)
+    rnd = RandomDistillation(obs_dim=2, hidden_dim=64, layers=2)
+    opt = torch.optim.Adam(rnd.predictor.parameters(), lr=1e-3)
+    seen = torch.randn(256, 2) * 0.1 + torch.tensor([-0.5, 0.0])  # one corner of the space
+    unseen = torch.randn(256, 2) * 0.1 + torch.tensor([0.5, 0.05])
+    rnd.observe(torch.cat([seen, unseen]))  # moments of both, so that only the training differs
+    before_seen = rnd.error(seen).mean().item()
+    for _ in range(300):
+        opt.zero_grad()
+        rnd.error(seen).mean().backward()
+        opt.step()
+    after_seen, after_unseen = rnd.error(seen).mean().item(), rnd.error(unseen).mean().item()
+    assert after_seen < 0.2 * before_seen
+    assert after_unseen > 10 * after_seen  # generalisation lowers it too, but far less
+
+
+def test_observations_are_standardised_per_dimension():
+    rnd = RandomDistillation(obs_dim=2, hidden_dim=16, layers=1)
+    obs = torch.stack([torch.linspace(-1.2, 0.6, 500), torch.linspace(-0.07, 0.07, 500)], -1)  # MountainCar's ranges
+    rnd.observe(obs)
+    x = rnd.standardise(obs)
+    assert torch.allclose(x.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(x.std(0, unbiased=False), torch.ones(2), atol=1e-3)  # velocity as wide as position
+
+
+def test_the_bonus_is_the_error_over_its_running_mean():
+    rnd = RandomDistillation(obs_dim=3, hidden_dim=16, layers=1)
+    first = torch.tensor([1.0, 2.0, 3.0])
+    assert torch.allclose(rnd.bonus(first), first / 2.0)  # the first batch sets the mean
+    second = torch.tensor([4.0, 4.0, 4.0])
+    mean = 0.99 * 2.0 + 0.01 * 4.0
+    assert torch.allclose(rnd.bonus(second), second / mean)
+
+
+def test_off_builds_nothing_so_older_runs_keep_their_weights():
+    env = make_env("Pendulum-v1")
+    off = Agent(tiny("Pendulum-v1", algo="model-free"), spec_of(env))
+    on = Agent(tiny("Pendulum-v1", algo="model-free", sac_novelty=0.5), spec_of(env))
+    assert off.sac.novelty is None and "sac_novelty" not in off.optimisers()
+    extra = set(on.weights()) - set(off.weights())
+    assert extra and all(k.startswith("sac.novelty.") for k in extra) and "sac_novelty" in on.optimisers()
+    with pytest.raises(ConfigError, match="sac_novelty"):
+        validate(tiny("Pendulum-v1", sac_novelty=-1.0))
+
+
+def test_the_critic_target_carries_the_bonus():
+    env = make_env("Pendulum-v1")
+    torch.manual_seed(0)
+    agent = Agent(tiny("Pendulum-v1", algo="model-free", sac_novelty=2.0, sac_dropout=0.0), spec_of(env))
+    sac = agent.sac
+    g = torch.Generator().manual_seed(1)
+    batch = TransitionBatch(torch.randn(8, 3, generator=g), torch.rand(8, 1, generator=g) * 2 - 1,
+                            torch.zeros(8), torch.randn(8, 3, generator=g), torch.zeros(8))
+    torch.manual_seed(5)
+    losses, _ = sac.losses(batch)
+    error = sac.novelty.error(batch.next_obs).detach()
+    sac.novelty.error_mean.zero_()  # the bonus the losses paid: error over the first batch's mean
+    sac.novelty.updates.zero_()
+    bonus = sac.novelty.bonus(error)
+    paid = TransitionBatch(batch.obs, batch.actions, 2.0 * bonus, batch.next_obs, batch.terminated)
+    sac.novelty = None  # the same losses without RND, on rewards that already hold the bonus
+    torch.manual_seed(5)
+    plain, _ = sac.losses(paid)
+    assert torch.allclose(losses["q_loss"], plain["q_loss"]) and bonus.std() > 0
+
+
+def test_model_free_with_novelty_trains_and_checkpoints_it(tmp_path):
+    train(tiny("MountainCarContinuous-v0", algo="model-free", sac_novelty=0.5, steps=200, eval_every=100,
+               max_episode_steps=100), tmp_path / "run")
+    rows = list(runs.read_metrics(tmp_path / "run"))
+    assert any("sac/novelty_error" in r for r in rows)
+    ckpt = checkpoint.read(tmp_path / "run")
+    assert ckpt.part("opt/sac_novelty") and float(ckpt.part("weights")["sac.novelty.updates"]) > 0

@@ -82,7 +82,7 @@ def test_the_critic_target_carries_the_bonus():
 
 def test_model_free_with_novelty_trains_and_checkpoints_it(tmp_path):
     train(tiny("MountainCarContinuous-v0", algo="model-free", sac_novelty=0.5, steps=200, eval_every=100,
-               max_episode_steps=100), tmp_path / "run")
+               max_episode_steps=100, sac_ratio=2), tmp_path / "run")
     rows = list(runs.read_metrics(tmp_path / "run"))
     assert any("sac/novelty_error" in r for r in rows)
     ckpt = checkpoint.read(tmp_path / "run")

@@ -16,8 +16,7 @@ def sac_rows(rows):
     return [{k: v for k, v in r.items() if k.startswith(("sac/", "eval/return"))} for r in rows]
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
-@pytest.mark.parametrize("algo", ["hybrid", "mbpo"])
+@pytest.mark.parametrize("env, algo", [("CartPole-v1", "hybrid"), ("Pendulum-v1", "mbpo")])
 def test_a_model_the_guard_never_trusts_leaves_the_learner_exactly_model_free(tmp_path, env, algo):
     # trust_threshold 1e-9: no model error is that small, so the guard allows no branch and no
     # imagination; the world model still trains (pretraining, 0.5 updates per env step).

@@ -87,3 +87,15 @@ def test_model_free_with_novelty_trains_and_checkpoints_it(tmp_path):
     assert any("sac/novelty_error" in r for r in rows)
     ckpt = checkpoint.read(tmp_path / "run")
     assert ckpt.part("opt/sac_novelty") and float(ckpt.part("weights")["sac.novelty.updates"]) > 0
+
+
+def test_the_bonus_shrinks_as_the_values_spread():
+    rnd = RandomDistillation(obs_dim=3, hidden_dim=16, layers=1)
+    error = torch.tensor([1.0, 2.0, 3.0])
+    flat = rnd.bonus(error)
+    rnd.observe_values(torch.linspace(0.0, 0.5, 101))  # a spread below 1 changes nothing
+    assert torch.allclose(rnd.bonus(error), flat)
+    rnd.value_spread.zero_()
+    rnd.observe_values(torch.linspace(0.0, 100.0, 101))  # 5th to 95th percentile: 90
+    assert rnd.value_spread.item() == pytest.approx(90.0)
+    assert torch.allclose(rnd.bonus(error), flat / 90.0)

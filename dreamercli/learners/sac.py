@@ -177,6 +177,8 @@ class SAC(nn.Module):
             actor_loss = (alpha * logp_all[:B] - self.actor_value(q_pi)).mean()
             entropy = -logp_all[:B].mean()
         assert q.shape == (self.cfg.sac_critics, B) and target.shape == (B,), (q.shape, target.shape)
+        if self.novelty is not None:  # the next batch's bonus shrinks as the values spread
+            self.novelty.observe_values(q.min(0).values)
         q_loss = (q - target).pow(2).mean(-1).sum()
         # d/d log_alpha = H - target: the temperature rises while the entropy is below target.
         alpha_loss = self.log_alpha * (entropy.detach() - self.target_entropy)
@@ -207,6 +209,7 @@ class SAC(nn.Module):
                   "sac/alpha": self.log_alpha.exp(), "sac/entropy": metrics["entropy"], "sac/q_mean": metrics["q_mean"]}
         if "novelty_loss" in losses:
             logged["sac/novelty_error"] = losses["novelty_loss"]
+            logged["sac/novelty_scale"] = 1.0 / self.novelty.value_spread.clamp_min(1.0)
         values = torch.stack(list(logged.values())).detach().tolist()  # one conversion, not five
         return dict(zip(logged, values, strict=True))
 

@@ -85,6 +85,14 @@ def follow_(average: torch.Tensor, value: torch.Tensor, rate: float) -> torch.Te
     return average.mul_(1 - rate).add_(rate * value)
 
 
+def follow_spread_(average: torch.Tensor, values: torch.Tensor, quantiles: torch.Tensor,
+                   rate: float) -> torch.Tensor:
+    """Move a running percentile range (a 0-d buffer) toward the range of values between the two
+    quantiles (e.g. 0.05 and 0.95), in place, as follow_ does."""
+    low, high = torch.quantile(values.detach().flatten(), quantiles)
+    return follow_(average, high - low, rate)
+
+
 def symlog(x: torch.Tensor) -> torch.Tensor:
     """sign(x) * log(1 + |x|): squashes large magnitudes, near identity around zero."""
     return torch.sign(x) * torch.log1p(x.abs())

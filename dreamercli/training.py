@@ -77,11 +77,11 @@ class Trainer:
         self.noise = EpisodeNoise(self.spec.action_dim, tr.noise_exponent, step_limit(self.env) or tr.max_episode_steps)
         self.threshold = threshold_of(config.env, tr.threshold)
         device = resolve_device(tr.device)
-        # mbpo and hybrid: the model draws from a stream of its own, the learner from the seed's (streams.py).
-        self.model_stream = ModelStream(tr.seed, device) if config.algo in ("mbpo", "hybrid") else None
+        branches = config.algo in ("mbpo", "hybrid")  # (not `branched`: that is the module)
+        # A model beside a learner draws from a stream of its own, the learner from the seed's (streams.py).
+        self.model_stream = ModelStream(tr.seed, device) if branches else None
         self.agent = Agent(config, self.spec, device, self.model_stream)
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
-        branches = config.algo in ("mbpo", "hybrid")  # (not `branched`: that is the module)
         ln = config.learner
         self.model_buffer = ReplayBuffer(ln.model_buffer_size, self.spec.obs_dim, self.spec.action_dim) \
             if branches else None

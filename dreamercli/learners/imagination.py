@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ActorCriticConfig
-from ..nets import follow_, mlp, symexp, symlog, zero_output
+from ..nets import follow_spread_, mlp, symexp, symlog, zero_output
 
 UNIMIX = 0.01  # share of the uniform distribution mixed into discrete policies
 STD_MIN, STD_MAX = 0.1, 1.0  # bounds of the continuous policy's pre-tanh std
@@ -176,8 +176,7 @@ class ActorCritic(nn.Module):
 
     def return_scale(self, returns: torch.Tensor) -> torch.Tensor:
         """Update the percentile-range EMA and return max(1, range) to divide returns by."""
-        low, high = torch.quantile(returns.detach().flatten(), self.quantiles)
-        return follow_(self.return_range, high - low, self.cfg.return_ema).clamp(min=1.0)
+        return follow_spread_(self.return_range, returns, self.quantiles, self.cfg.return_ema).clamp(min=1.0)
 
     def actor_loss(self, returns: torch.Tensor, baseline: torch.Tensor, logp: torch.Tensor,
                    entropy: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nets import follow_, mlp
+from ..nets import follow_, follow_spread_, mlp
 
 FEATURES = 32  # size of the random target's output
 MOMENTS_EMA = 0.01  # rate at which the observation moments and the error's mean follow each batch
@@ -50,6 +50,7 @@ class RandomDistillation(nn.Module):
         self.register_buffer("error_mean", torch.zeros(()))
         self.register_buffer("value_spread", torch.zeros(()))
         self.register_buffer("updates", torch.zeros(()))
+        self.register_buffer("quantiles", torch.tensor([0.05, 0.95]), persistent=False)
 
     def standardise(self, obs: torch.Tensor) -> torch.Tensor:
         """Observations in units of the running moments, clipped as RND does."""
@@ -78,5 +79,4 @@ class RandomDistillation(nn.Module):
     @torch.no_grad()
     def observe_values(self, q: torch.Tensor) -> None:
         """Move the value spread toward a batch's 5th-95th percentile range of Q values, (B,)."""
-        low, high = torch.quantile(q.detach().float(), torch.tensor([0.05, 0.95], device=q.device))
-        follow_(self.value_spread, high - low, MOMENTS_EMA)
+        follow_spread_(self.value_spread, q, self.quantiles, MOMENTS_EMA)

@@ -192,8 +192,7 @@ class SAC(nn.Module):
         total = sum(losses.values())
         if not torch.isfinite(total):
             return None  # e.g. a NaN reward: no backward, no step
-        opts = (self.critic_opt, self.actor_opt, self.alpha_opt) + (() if self.novelty_opt is None
-                                                                     else (self.novelty_opt,))
+        opts = (self.actor_opt, *self.optimisers().values())
         for opt in opts:
             opt.zero_grad()
         total.backward()

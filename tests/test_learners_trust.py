@@ -1,6 +1,7 @@
 """The model-trust guard: a trained model earns trust, a re-initialised one (or noise) loses it."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,10 @@ from dreamercli.learners.trust import END_EVENTS, TrustGuard
 from dreamercli.models import WorldModel
 from dreamercli.optim import FlatAdam
 
-CFG = LearnerConfig(branch_length=4, trust_window=200, real_share=0.25, trust_threshold=0.25)
+# A short learner horizon (H = 1 / (1 - 0.5) = 2): on random-action CartPole a fitted head calls a few
+# near-boundary states an end too early (4-7% of steps), which costs a horizon of 2 little and one of
+# 100 most of a value (the default; the last test).
+CFG = LearnerConfig(branch_length=4, trust_window=200, real_share=0.25, trust_threshold=0.25, sac_discount=0.5)
 
 
 def trained_model(env_id: str, updates: int = 400) -> WorldModel:
@@ -112,7 +116,9 @@ def test_a_continue_head_no_better_than_chance_loses_branches_and_imagination(ca
     torch.nn.init.constant_(last.bias, 20.0 if verdict == "never" else -20.0)
     guard = watch(TrustGuard(CFG), wm, "CartPole-v1")
     assert np.allclose(guard.errors(), good.errors())  # the observations are predicted as well as before
-    assert guard.end_error() == pytest.approx(1.0)  # every end missed, or every other step a false end
+    horizon = 1.0 / (1.0 - CFG.sac_discount)
+    # every end missed, or every step that went on called an end: the value share it cuts, 1 - 1 / (1 + H)
+    assert guard.end_error() == pytest.approx(1.0 if verdict == "never" else horizon / (1.0 + horizon))
     s = guard.settings()
     assert good.settings().imag_weight > 0.0  # the same observations earned imagination before
     assert (s.branch_length, s.imag_weight, s.real_share) == (0, 0.0, 1.0)
@@ -141,3 +147,25 @@ def test_one_missed_end_after_many_caught_is_one_miss_in_the_last_ends(cartpole_
     assert guard.end_error() == pytest.approx(missed)  # no false end in the window
     assert missed <= before + 1.0 / END_EVENTS  # one miss more, not a miss rate of 1.0
     assert guard.end_error() < 0.5  # the end check still trusts the head (a miss rate of 1.0 would not)
+
+
+def test_a_false_end_in_ten_steps_costs_most_of_a_value_and_all_trust(cartpole_model):
+    cfg = replace(CFG, sac_discount=LearnerConfig().sac_discount)  # the default horizon, 100 steps
+    guard = watch(TrustGuard(cfg), cartpole_model, "CartPole-v1", steps=3 * cfg.trust_window)
+    # A policy that keeps the pole up for the whole window, where the head calls every tenth state (a pole
+    # swinging fast toward the edge, which the policy catches in time) an end. Real CartPole physics from
+    # states set by hand: near upright, and every tenth one that swing.
+    env, rng, push = make_env("CartPole-v1", seed=2), np.random.default_rng(2), np.array([1.0, 0.0], np.float32)
+    env.reset(seed=2)
+    for i in range(cfg.trust_window):
+        state = np.array([0.0, 0.0, 0.15, 2.0]) if i % 10 == 9 else rng.uniform(-0.05, 0.05, 4)
+        env.unwrapped.state = state
+        nxt, _, term, _, _ = env.step(0)
+        guard.observe(cartpole_model, state.astype(np.float32), push, nxt, term, truncated=True)
+    real, predicted = guard.ends.T
+    assert not real.any() and predicted.sum() == cfg.trust_window // 10  # a false-end rate of 0.1
+    missed = 1.0 - guard.caught.mean()
+    assert guard.end_error() == pytest.approx(missed + 0.1 * 100 / (1 + 0.1 * 100))  # 0.91 of a value
+    assert missed + 0.1 <= cfg.trust_threshold  # read as a plain rate, it would have kept full trust
+    s = guard.settings()
+    assert (s.branch_length, s.imag_weight, s.real_share) == (0, 0.0, 1.0)

@@ -11,14 +11,20 @@ Episode ends are scored too, since a branched transition carries the continue he
 into SAC's targets: a missed end bootstraps value from beyond it, a false one cuts a return
 short. Each step, the one-step prediction's continue flag (as branched rollouts read it: below
 CONTINUE_BELOW is an end) is set against the real termination (a time-limit truncation is no
-end to predict): err_end = missed ends / real ends + false ends / steps that did not end:
-1 - Youden's J, so that the reference "episodes never end" (and any verdict no better than
-chance) scores 1.0. False ends are counted over the window; missed ends over the last
-END_EVENTS real ends, however long ago, since a good policy makes ends rare: a window of 200
-steps then holds one end or none, and one missed end read as a miss rate of 1.0 (race at
-798c41e: err_end of CartPole's hybrid runs jumped between 0.0 and 1.0 from one log row to the
-next, and with it every branch and imagination update). With no real end seen yet, the
-false-end rate alone: an env without terminations loses no trust to a rare false end.
+end to predict): err_end = missed ends / real ends + the share of value that false ends cost.
+Missed ends are counted over the last END_EVENTS real ends, however long ago, since a good
+policy makes ends rare: a window of 200 steps then holds one end or none, and one missed end
+read as a miss rate of 1.0 (race at 798c41e: err_end of CartPole's hybrid runs jumped between
+0.0 and 1.0 from one log row to the next, and with it every branch and imagination update).
+False ends are counted over the window as a rate f per step that did not end, and scored by
+what they do to a value: a target cut short at rate f gives V = r / (1 - gamma (1 - f)) instead
+of r / (1 - gamma), a share f H / (1 + f H) less with H = 1 / (1 - sac_discount). A rate that
+reads small is not: at H = 100, one false end in ten steps (CartPole-v1 seed 3 in the stream
+screen, where the plain rate 0.11 won full trust at env step 300 and the evals fell from 475+
+on model-free to 193) costs 92% of the value, one in 200 steps a third. The reference
+"episodes never end" scores 1.0 (every end missed, no false one); "every step ends" 0.99. With
+no real end seen yet, the false ends alone: an env without terminations keeps its trust as long
+as its head calls no end.
 
 From the errors (tau = trust_threshold): trust(e) = clip((2 tau - e) / tau, 0, 1), full at
 e <= tau and none at e >= 2 tau.
@@ -119,12 +125,13 @@ class TrustGuard:
             return np.where(ref > 0, model / np.maximum(ref, 1e-12), np.nan)
 
     def end_error(self) -> float:
-        """err_end: the share of the last END_EVENTS real ends missed plus the share of the window's other
-        steps called an end."""
+        """err_end: the share of the last END_EVENTS real ends missed plus the share of a value that the
+        window's rate of false ends cuts off."""
         real, predicted = self.ends[:self.filled].T  # the window's rows past `filled` are still unwritten
-        false = int((predicted & ~real).sum()) / max(len(real) - int(real.sum()), 1)
+        rate = int((predicted & ~real).sum()) / max(len(real) - int(real.sum()), 1)
+        horizon = 1.0 / (1.0 - self.cfg.sac_discount)
         n = min(self.real_ends, END_EVENTS)
-        return (float((~self.caught[:n]).sum()) / n if n else 0.0) + false
+        return (float((~self.caught[:n]).sum()) / n if n else 0.0) + rate * horizon / (1.0 + rate * horizon)
 
     def settings(self) -> TrustSettings:
         """Branch length, imagination weight and real share that the measured errors allow."""

@@ -99,3 +99,17 @@ def test_the_bonus_shrinks_as_the_values_spread():
     rnd.observe_values(torch.linspace(0.0, 100.0, 101))  # 5th to 95th percentile: 90
     assert rnd.value_spread.item() == pytest.approx(90.0)
     assert torch.allclose(rnd.bonus(error), flat / 90.0)
+
+
+def test_the_bonus_takes_no_draw_from_the_learners_random_stream(tmp_path):
+    # A bonus too small to change a float32 CartPole reward of 1.0: the run is then model-free's,
+    # to the bit, only if building the novelty networks drew nothing from the global generator.
+    small = {"steps": 200, "eval_every": 100, "sac_batch": 32, "sac_hidden": 32, "sac_ratio": 2}
+    off, _ = train(tiny("CartPole-v1", algo="model-free", **small), tmp_path / "off")
+    on, _ = train(tiny("CartPole-v1", algo="model-free", sac_novelty=1e-12, **small), tmp_path / "on")
+    assert on.sac.novelty is not None and off.sac.novelty is None
+    off_w, on_w = off.policy.state_dict(), on.policy.state_dict()
+    assert all(torch.equal(off_w[k], on_w[k]) for k in off_w)
+    learner = [[{k: v for k, v in r.items() if k.startswith("sac/") and "novelty" not in k}
+                for r in runs.read_metrics(d)] for d in (tmp_path / "off", tmp_path / "on")]
+    assert learner[0] == learner[1] and any(learner[0])

@@ -101,15 +101,35 @@ def test_the_bonus_shrinks_as_the_values_spread():
     assert torch.allclose(rnd.bonus(error), flat / 90.0)
 
 
+def learner_rows(run_dir):
+    """What the learner logged, row by row, without the novelty's own rows."""
+    return [{k: v for k, v in r.items() if k.startswith("sac/") and "novelty" not in k}
+            for r in runs.read_metrics(run_dir)]
+
+
+SMALL = {"steps": 200, "eval_every": 100, "sac_batch": 32, "sac_hidden": 32, "sac_ratio": 2}
+
+
 def test_the_bonus_takes_no_draw_from_the_learners_random_stream(tmp_path):
-    # A bonus too small to change a float32 CartPole reward of 1.0: the run is then model-free's,
-    # to the bit, only if building the novelty networks drew nothing from the global generator.
-    small = {"steps": 200, "eval_every": 100, "sac_batch": 32, "sac_hidden": 32, "sac_ratio": 2}
-    off, _ = train(tiny("CartPole-v1", algo="model-free", **small), tmp_path / "off")
-    on, _ = train(tiny("CartPole-v1", algo="model-free", sac_novelty=1e-12, **small), tmp_path / "on")
+    # Pendulum never terminates, so the bonus pays throughout; one of 1e-12 cannot change a float32
+    # reward of order -1 to -16: the run is model-free's, to the bit, only if building the novelty
+    # networks drew nothing from the global generator.
+    off, _ = train(tiny("Pendulum-v1", algo="model-free", **SMALL), tmp_path / "off")
+    on, _ = train(tiny("Pendulum-v1", algo="model-free", sac_novelty=1e-12, **SMALL), tmp_path / "on")
     assert on.sac.novelty is not None and off.sac.novelty is None
+    assert any("sac/novelty_error" in r for r in runs.read_metrics(tmp_path / "on"))  # it did pay
     off_w, on_w = off.policy.state_dict(), on.policy.state_dict()
     assert all(torch.equal(off_w[k], on_w[k]) for k in off_w)
-    learner = [[{k: v for k, v in r.items() if k.startswith("sac/") and "novelty" not in k}
-                for r in runs.read_metrics(d)] for d in (tmp_path / "off", tmp_path / "on")]
-    assert learner[0] == learner[1] and any(learner[0])
+    assert learner_rows(tmp_path / "off") == learner_rows(tmp_path / "on") and any(learner_rows(tmp_path / "on"))
+
+
+def test_once_the_replay_holds_an_end_the_bonus_stops(tmp_path):
+    # CartPole's random prefill ends episodes before any update, so a full-size bonus never pays and
+    # the run is the same seed's without it.
+    off, _ = train(tiny("CartPole-v1", algo="model-free", **SMALL), tmp_path / "off")
+    on, _ = train(tiny("CartPole-v1", algo="model-free", sac_novelty=1.0, **SMALL), tmp_path / "on")
+    assert on.sac.novelty is not None and not on.sac.novelty.paying
+    assert not any("sac/novelty_error" in r for r in runs.read_metrics(tmp_path / "on"))
+    off_w, on_w = off.policy.state_dict(), on.policy.state_dict()
+    assert all(torch.equal(off_w[k], on_w[k]) for k in off_w)
+    assert learner_rows(tmp_path / "off") == learner_rows(tmp_path / "on")

@@ -145,7 +145,7 @@ class SAC(nn.Module):
         alpha = self.log_alpha.exp().detach()
         keep = self.cfg.sac_discount * (1 - batch.terminated)  # (B,)
         rewards, extra = batch.rewards, {}
-        if self.novelty is not None:  # RND: pay for arriving where the replay has little data
+        if self.novelty is not None and self.novelty.paying:  # RND: pay for arriving where the replay has little data
             self.novelty.observe(batch.next_obs)
             error = self.novelty.error(batch.next_obs)
             bonus = self.novelty.bonus(error)
@@ -177,7 +177,7 @@ class SAC(nn.Module):
             actor_loss = (alpha * logp_all[:B] - self.actor_value(q_pi)).mean()
             entropy = -logp_all[:B].mean()
         assert q.shape == (self.cfg.sac_critics, B) and target.shape == (B,), (q.shape, target.shape)
-        if self.novelty is not None:  # the next batch's bonus shrinks as the values spread
+        if "novelty_loss" in extra:  # the next batch's bonus shrinks as the values spread
             self.novelty.observe_values(q.min(0).values)
         q_loss = (q - target).pow(2).mean(-1).sum()
         # d/d log_alpha = H - target: the temperature rises while the entropy is below target.
@@ -192,7 +192,8 @@ class SAC(nn.Module):
         total = sum(losses.values())
         if not torch.isfinite(total):
             return None  # e.g. a NaN reward: no backward, no step
-        opts = (self.actor_opt, *self.optimisers().values())
+        opts = (self.actor_opt, *(opt for name, opt in self.optimisers().items()
+                                   if name != "sac_novelty" or "novelty_loss" in losses))
         for opt in opts:
             opt.zero_grad()
         total.backward()

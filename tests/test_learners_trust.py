@@ -161,6 +161,7 @@ def test_a_false_end_in_ten_steps_costs_most_of_a_value_and_all_trust(cartpole_m
         state = np.array([0.0, 0.0, 0.15, 2.0]) if i % 10 == 9 else rng.uniform(-0.05, 0.05, 4)
         env.unwrapped.state = state
         nxt, _, term, _, _ = env.step(0)
+        # truncated: each hand-set state starts afresh, so no k-step prediction runs across two of them
         guard.observe(cartpole_model, state.astype(np.float32), push, nxt, term, truncated=True)
     real, predicted = guard.ends.T
     assert not real.any() and predicted.sum() == cfg.trust_window // 10  # a false-end rate of 0.1

@@ -21,7 +21,7 @@ what they do to a value: a target cut short at rate f gives V = r / (1 - gamma (
 of r / (1 - gamma), a share f H / (1 + f H) less with H = 1 / (1 - sac_discount). A rate that
 reads small is not: at H = 100, one false end in ten steps (CartPole-v1 seed 3 in the stream
 screen, where the plain rate 0.11 won full trust at env step 300 and the evals fell from 475+
-on model-free to 193) costs 92% of the value, one in 200 steps a third. The reference
+on model-free to 193) costs 91% of the value, one in 200 steps a third. The reference
 "episodes never end" scores 1.0 (every end missed, no false one); "every step ends" 0.99. With
 no real end seen yet, the false ends alone: an env without terminations keeps its trust as long
 as its head calls no end.

@@ -149,7 +149,7 @@ def test_one_missed_end_after_many_caught_is_one_miss_in_the_last_ends(cartpole_
     assert guard.end_error() < 0.5  # the end check still trusts the head (a miss rate of 1.0 would not)
 
 
-def test_a_false_end_in_ten_steps_costs_most_of_a_value_and_all_trust(cartpole_model):
+def test_a_false_end_in_ten_steps_costs_most_of_a_value(cartpole_model):
     cfg = replace(CFG, sac_discount=LearnerConfig().sac_discount)  # the default horizon, 100 steps
     guard = watch(TrustGuard(cfg), cartpole_model, "CartPole-v1", steps=3 * cfg.trust_window)
     # A policy that keeps the pole up for the whole window, where the head calls every tenth state (a pole
@@ -168,5 +168,7 @@ def test_a_false_end_in_ten_steps_costs_most_of_a_value_and_all_trust(cartpole_m
     missed = 1.0 - guard.caught.mean()
     assert guard.end_error() == pytest.approx(missed + 0.1 * 100 / (1 + 0.1 * 100))  # 0.91 of a value
     assert missed + 0.1 <= cfg.trust_threshold  # read as a plain rate, it would have kept full trust
+    # (The hand-set states leave the k-step errors above tau as well, so the settings below would hold
+    # without the end check; the value share above is what this test pins.)
     s = guard.settings()
     assert (s.branch_length, s.imag_weight, s.real_share) == (0, 0.0, 1.0)

@@ -178,8 +178,10 @@ def evaluate(model, envs: list[gym.Env], seed: int) -> tuple[float, float]:
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed: int):
-    """A BaseCallback that evaluates at each multiple of `every` and at `budget`, then stops learn."""
+def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed: int,
+                  stop_at: float | None = None):
+    """A BaseCallback that evaluates at each multiple of `every` and at `budget`, then stops learn
+    (or at the first eval at or above stop_at, when one is given)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     class RaceCallback(BaseCallback):
@@ -210,14 +212,16 @@ def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed
             if self.num_timesteps >= self.next_eval or self.num_timesteps >= budget:
                 self.evaluate_now()
                 self.next_eval = (self.num_timesteps // every + 1) * every
+                if stop_at is not None and self.curve[-1]["return_mean"] >= stop_at:
+                    return False
             return self.num_timesteps < budget
 
     return RaceCallback()
 
 
 def run_sb3(method: str, env_id: str, seed: int, budget: int, every: int, episodes: int,
-            smoke: bool = False) -> dict[str, Any]:
-    """Train one SB3 baseline to the budget; return its curve, training and wall seconds."""
+            smoke: bool = False, stop_at: float | None = None) -> dict[str, Any]:
+    """Train one SB3 baseline to the budget (or its first eval at stop_at); return its curve and seconds."""
     import torch
 
     from dreamercli.evaluation import EVAL_SEED_OFFSET
@@ -225,7 +229,7 @@ def run_sb3(method: str, env_id: str, seed: int, budget: int, every: int, episod
     torch.set_num_threads(1)
     began = time.perf_counter()
     model, n_timesteps = build(method, env_id, seed, smoke)
-    callback = make_callback(env_id, budget, every, episodes, seed + EVAL_SEED_OFFSET)
+    callback = make_callback(env_id, budget, every, episodes, seed + EVAL_SEED_OFFSET, stop_at)
     # The zoo's n_timesteps, so schedules decay as tuned; the callback stops at the budget.
     # A budget beyond n_timesteps stretches the schedules rather than stopping short of it.
     total = max(n_timesteps, budget)

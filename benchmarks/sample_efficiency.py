@@ -239,7 +239,8 @@ def worker(task_json: str) -> None:
             from baselines import run_sb3  # beside this file, on sys.path when run as a script
 
             result = run_sb3(task["method"], task["env"], task["seed"], task["budget"], task["every"],
-                             task["episodes"], smoke=task["smoke"])
+                             task["episodes"], smoke=task["smoke"],
+                             stop_at=task["threshold"] if task.get("stop") else None)
             result["settings"] = result.pop("hyperparams")
     except Exception as err:  # a failed run is recorded, not fatal
         result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
@@ -336,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", action="append", default=[], metavar="[ENV:]METHOD=STEPS")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: the pipeline in seconds")
     parser.add_argument("--stop-at-threshold", action="store_true",
-                        help="screening: end dreamer's runs at their first eval at the threshold (their final "
-                             "eval is then that one)")
+                        help="end every run, the baselines' too, at its first eval at the threshold (its final "
+                             "eval is then that one); steps and seconds to the threshold are the same")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="screening: config overrides for dreamer's algos (JSON values); the race proper uses none")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -98,7 +98,7 @@ def plan(names: list[str], seeds: list[int], out: Path, smoke: bool, stop: bool,
                 tasks.append({"method": method, "env": name, "seed": seed, "threshold": spec["threshold"],
                               "budget": budget, "every": every,
                               "episodes": SMOKE["episodes"] if smoke else EVAL_EPISODES, "smoke": smoke,
-                              "preset": "tiny" if smoke else "default", "stop": stop and ours,
+                              "preset": "tiny" if smoke else "default", "stop": stop,
                               "run_dir": str(out / "runs" / run), "result": str(out / "logs" / f"{run}.json")})
     return tasks
 
@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "suite")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: the pipeline end to end")
     parser.add_argument("--stop-at-threshold", action="store_true",
-                        help="end dreamer's runs at their first eval at the threshold (screening)")
+                        help="end every run, the baselines' too, at its first eval at the threshold (its final "
+                             "eval is then that one); steps and seconds to the threshold are the same")
     parser.add_argument("--algos", nargs="+", choices=race.OURS, default=None,
                         help="dreamer's --algo values to run, each otherwise with default settings "
                              "(default: the default --algo only)")

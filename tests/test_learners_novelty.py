@@ -50,7 +50,7 @@ def test_the_bonus_is_the_error_over_its_running_mean():
 
 def test_off_builds_nothing_so_older_runs_keep_their_weights():
     env = make_env("Pendulum-v1")
-    off = Agent(tiny("Pendulum-v1", algo="model-free"), spec_of(env))
+    off = Agent(tiny("Pendulum-v1", algo="model-free", sac_novelty=0.0), spec_of(env))
     on = Agent(tiny("Pendulum-v1", algo="model-free", sac_novelty=0.5), spec_of(env))
     assert off.sac.novelty is None and "sac_novelty" not in off.optimisers()
     extra = set(on.weights()) - set(off.weights())
@@ -114,7 +114,7 @@ def test_the_bonus_takes_no_draw_from_the_learners_random_stream(tmp_path):
     # Pendulum never terminates, so the bonus pays throughout; one of 1e-12 cannot change a float32
     # reward of order -1 to -16: the run is model-free's, to the bit, only if building the novelty
     # networks drew nothing from the global generator.
-    off, _ = train(tiny("Pendulum-v1", algo="model-free", **SMALL), tmp_path / "off")
+    off, _ = train(tiny("Pendulum-v1", algo="model-free", sac_novelty=0.0, **SMALL), tmp_path / "off")
     on, _ = train(tiny("Pendulum-v1", algo="model-free", sac_novelty=1e-12, **SMALL), tmp_path / "on")
     assert on.sac.novelty is not None and off.sac.novelty is None
     assert any("sac/novelty_error" in r for r in runs.read_metrics(tmp_path / "on"))  # it did pay
@@ -126,7 +126,7 @@ def test_the_bonus_takes_no_draw_from_the_learners_random_stream(tmp_path):
 def test_once_the_replay_holds_an_end_the_bonus_stops(tmp_path):
     # CartPole's random prefill ends episodes before any update, so a full-size bonus never pays and
     # the run is the same seed's without it.
-    off, _ = train(tiny("CartPole-v1", algo="model-free", **SMALL), tmp_path / "off")
+    off, _ = train(tiny("CartPole-v1", algo="model-free", sac_novelty=0.0, **SMALL), tmp_path / "off")
     on, _ = train(tiny("CartPole-v1", algo="model-free", sac_novelty=1.0, **SMALL), tmp_path / "on")
     assert on.sac.novelty is not None and not on.sac.novelty.paying
     assert not any("sac/novelty_error" in r for r in runs.read_metrics(tmp_path / "on"))

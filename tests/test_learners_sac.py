@@ -23,8 +23,8 @@ def one_thread():
 
 
 def build(discrete: bool, **overrides) -> tuple[SAC, Actor]:
-    """A small SAC over an actor built the way the agent builds it."""
-    cfg = dataclasses.replace(SACSettings(), sac_hidden=32, sac_batch=16, **overrides)
+    """A small plain SAC (no novelty bonus: test_learners_novelty.py has it) over an actor built as the agent does."""
+    cfg = dataclasses.replace(SACSettings(), sac_hidden=32, sac_batch=16, **{"sac_novelty": 0.0, **overrides})
     obs_dim, action_dim = DIMS[discrete]
     actor = Actor(obs_dim, cfg.sac_hidden, action_dim, discrete, cfg.sac_layers)
     return SAC(cfg, obs_dim, action_dim, discrete, actor, FlatAdam(actor, cfg.sac_lr, 100.0)), actor

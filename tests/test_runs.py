@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny
 
 from dreamercli import runs
 from dreamercli.agent import Agent
@@ -131,3 +132,19 @@ def test_a_config_without_algo_is_a_dreamer_run_whatever_the_default(cartpole_ru
     assert config.algo == "dreamer" and from_preset("default").algo == "model-free"
     agent = Agent(config, spec)
     agent.load_weights(runs.load_weights(old))  # the names fit: no error
+
+
+def test_a_config_without_sac_novelty_paid_no_bonus_whatever_the_default(tmp_path):
+    # Run folders from before sac_novelty existed name none; their weights hold no RND networks.
+    from dreamercli.training import train
+
+    small = {"algo": "model-free", "steps": 80, "eval_every": 80, "sac_batch": 16, "sac_hidden": 16, "sac_ratio": 1}
+    train(tiny("Pendulum-v1", sac_novelty=0.0, **small), tmp_path / "old")
+    train(tiny("Pendulum-v1", sac_novelty=1.0, **small), tmp_path / "new")
+    data = json.loads((tmp_path / "old" / "config.json").read_text())
+    del data["learner"]["sac_novelty"]
+    runs.write_json(tmp_path / "old" / "config.json", data)
+    old, spec = runs.load_config(tmp_path / "old")
+    assert old.learner.sac_novelty == 0.0 and from_preset("default").learner.sac_novelty > 0
+    Agent(old, spec).load_weights(runs.load_weights(tmp_path / "old"))  # the names fit: no error
+    assert runs.load_config(tmp_path / "new")[0].learner.sac_novelty == 1.0  # a saved value wins

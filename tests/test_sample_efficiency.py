@@ -114,3 +114,13 @@ def test_screening_settings_reach_dreamers_runs_and_are_named_in_the_table(tmp_p
     assert "`hidden_dim=12`" in (tmp_path / "sample_efficiency.md").read_text()
     with pytest.raises(SystemExit, match="unknown config field"):
         race.main([*argv[:-2], "nope=1"])
+
+
+def test_a_baseline_stops_at_its_first_eval_at_the_threshold_only_when_asked():
+    baselines = load("baselines")
+    # DQN's smoke settings on CartPole; every return is >= 0, so a threshold of 0 is met at once.
+    full = baselines.run_sb3("dqn", "CartPole-v1", 0, budget=300, every=100, episodes=1, smoke=True)
+    stopped = baselines.run_sb3("dqn", "CartPole-v1", 0, budget=300, every=100, episodes=1, smoke=True, stop_at=0.0)
+    assert [p["step"] for p in full["curve"]] == [100, 200, 300]
+    assert [p["step"] for p in stopped["curve"]] == [100]
+    assert stopped["curve"][0]["return_mean"] == full["curve"][0]["return_mean"]  # the same run up to there

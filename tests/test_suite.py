@@ -101,3 +101,17 @@ def test_smoke_suite_runs_every_task_and_method_and_writes_the_scoreboard(tmp_pa
     row = next(line for line in (tmp_path / "suite.md").read_text().splitlines() if line.startswith("| CartPole-v1 |"))
     assert "| dreamer | 0/1 |" in row or "| dreamer | 1/1 |" in row
     assert "| dqn (zoo) | 0/1 |" in row or "| dqn (zoo) | 1/1 |" in row  # the reused baseline's cells
+
+
+@pytest.mark.slow  # a local Ray instance and two fresh worker processes: minutes on 2 cores
+def test_smoke_suite_as_ray_tasks_gives_the_records_local_workers_give(tmp_path):
+    ray = pytest.importorskip("ray")
+    try:
+        assert suite.main(["--smoke", "--ray", "--jobs", "2", "--tasks", "CartPole-v1", "--out", str(tmp_path)]) == 0
+    finally:
+        ray.shutdown()
+    records = json.loads((tmp_path / "suite.json").read_text())["records"]
+    assert sorted(r["method"] for r in records) == sorted([suite.default_algo(), "dqn"])
+    for r in records:  # each ran in a Ray worker's process and wrote its own curve
+        assert r["error"] is None and r["curve"] and r["curve"][-1]["step"] >= r["budget"]
+    assert json.loads((tmp_path / "suite.json").read_text())["meta"]["ray"] is True

@@ -249,6 +249,7 @@ class Trainer:
         st, ln, device = self.state, self.config.learner, self.agent.device
         if self.agent.sac.novelty is not None:  # from the replay itself, so that a resumed run pays as before
             self.agent.sac.novelty.paying = not self.buffer.terminated[:len(self.buffer)].any()
+            self.agent.sac.novelty.fit_due = True  # this step's first update fits the predictor
         allowed = self.guard.settings() if self.guard is not None else None
         if allowed is not None and allowed.branch_length > 0:
             with self._model_draws() as rng:

@@ -9,7 +9,7 @@ from dreamercli.agent import Agent
 from dreamercli.buffer import TransitionBatch
 from dreamercli.config import ConfigError, validate
 from dreamercli.envs import make_env, spec_of
-from dreamercli.learners.novelty import RandomDistillation
+from dreamercli.learners.novelty import MOMENTS_EMA, RandomDistillation
 from dreamercli.training import train
 
 
@@ -42,9 +42,11 @@ def test_observations_are_standardised_per_dimension():
 def test_the_bonus_is_the_error_over_its_running_mean():
     rnd = RandomDistillation(obs_dim=3, hidden_dim=16, layers=1)
     first = torch.tensor([1.0, 2.0, 3.0])
+    rnd.observe_error(first)
     assert torch.allclose(rnd.bonus(first), first / 2.0)  # the first batch sets the mean
     second = torch.tensor([4.0, 4.0, 4.0])
-    mean = 0.99 * 2.0 + 0.01 * 4.0
+    rnd.observe_error(second)
+    mean = (1 - MOMENTS_EMA) * 2.0 + MOMENTS_EMA * 4.0
     assert torch.allclose(rnd.bonus(second), second / mean)
 
 
@@ -69,9 +71,9 @@ def test_the_critic_target_carries_the_bonus():
                             torch.zeros(8), torch.randn(8, 3, generator=g), torch.zeros(8))
     torch.manual_seed(5)
     losses, _ = sac.losses(batch)
+    assert "novelty_loss" in losses  # a fresh learner's first update fits the predictor
     error = sac.novelty.error(batch.next_obs).detach()
-    sac.novelty.error_mean.zero_()  # the bonus the losses paid: error over the first batch's mean
-    sac.novelty.updates.zero_()
+    assert sac.novelty.error_mean.item() == pytest.approx(error.mean().item())  # the first batch set it
     bonus = sac.novelty.bonus(error)
     paid = TransitionBatch(batch.obs, batch.actions, 2.0 * bonus, batch.next_obs, batch.terminated)
     sac.novelty = None  # the same losses without RND, on rewards that already hold the bonus
@@ -92,6 +94,7 @@ def test_model_free_with_novelty_trains_and_checkpoints_it(tmp_path):
 def test_the_bonus_shrinks_as_the_values_spread():
     rnd = RandomDistillation(obs_dim=3, hidden_dim=16, layers=1)
     error = torch.tensor([1.0, 2.0, 3.0])
+    rnd.observe_error(error)
     flat = rnd.bonus(error)
     rnd.observe_values(torch.linspace(0.0, 0.5, 101))  # a spread below 1 changes nothing
     assert torch.allclose(rnd.bonus(error), flat)
@@ -99,6 +102,45 @@ def test_the_bonus_shrinks_as_the_values_spread():
     rnd.observe_values(torch.linspace(0.0, 100.0, 101))  # 5th to 95th percentile: 90
     assert rnd.value_spread.item() == pytest.approx(90.0)
     assert torch.allclose(rnd.bonus(error), flat / 90.0)
+
+
+def test_the_predictor_fits_on_an_env_steps_first_update_and_the_others_only_pay():
+    env = make_env("Pendulum-v1")
+    torch.manual_seed(0)
+    sac = Agent(tiny("Pendulum-v1", algo="model-free", sac_novelty=1.0), spec_of(env)).sac
+    g = torch.Generator().manual_seed(1)
+
+    def batch():
+        return TransitionBatch(torch.randn(16, 3, generator=g), torch.rand(16, 1, generator=g) * 2 - 1,
+                               torch.zeros(16), torch.randn(16, 3, generator=g), torch.zeros(16))
+
+    def predictor():
+        return [p.detach().clone() for p in sac.novelty.predictor.parameters()]
+
+    def critics():
+        return [p.detach().clone() for p in sac.critics.parameters()]
+
+    for step in range(2):
+        sac.novelty.fit_due = True  # as the trainer marks each env step
+        for update in range(3):
+            before, stats, q_before = predictor(), sac.novelty.error_mean.item(), critics()
+            logged = sac.update(batch())
+            moved = any(not torch.equal(a, b) for a, b in zip(before, predictor(), strict=True))
+            assert moved == (update == 0), (step, update)
+            assert (sac.novelty.error_mean.item() != stats) == (update == 0)
+            assert ("sac/novelty_error" in logged) == (update == 0)
+            assert any(not torch.equal(a, b) for a, b in zip(q_before, critics(), strict=True))
+    assert sac.novelty.updates.item() == 2  # the moments moved once per env step
+
+
+def test_a_run_fits_the_predictor_once_per_env_step(tmp_path):
+    config = tiny("Pendulum-v1", algo="model-free", sac_novelty=1.0, **SMALL)
+    agent, _ = train(config, tmp_path / "run")
+    rows = list(runs.read_metrics(tmp_path / "run"))
+    fits = sum(1 for r in rows if "sac/novelty_error" in r)
+    learned = config.train.steps - config.train.prefill  # env steps with updates after the prefill
+    assert agent.sac.novelty.updates.item() == pytest.approx(learned, abs=1)
+    assert fits > 0
 
 
 def learner_rows(run_dir):

@@ -35,6 +35,13 @@ MountainCar's velocity spans a hundredth of its position's range, and a random n
 values would see position alone. The bonus is the error divided by its running mean, so its
 size does not depend on the task's units or on how fast the predictor learns; `sac_novelty`
 scales it against the task's reward.
+
+Fitted once per env step, paid at every update: the trainer marks each env step's first SAC update
+(`fit_due`), which trains the predictor on its batch (its loss joins SAC's backward) and moves the
+running statistics; the env step's other updates read the bonus of their batches without a graph.
+The predictor's backward, its optimiser step and the statistics in each of ten updates per env step
+made the bonus a third of an update's time (Pendulum-v1, where it pays throughout: 5.7 against 4.2 ms
+per update, one thread); the statistics move at the rate per env step that ten updates gave them.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from torch import nn
 from ..nets import follow_, follow_spread_, mlp
 
 FEATURES = 32  # size of the random target's output
-MOMENTS_EMA = 0.01  # rate at which the observation moments and the error's mean follow each batch
+MOMENTS_EMA = 0.1  # rate per env step at which the observation moments, the error's mean and the value spread move
 SEED_OFFSET = 2  # the networks' seed: the run's plus this (the world model's stream is seeded from (seed, 1))
 
 
@@ -69,8 +76,10 @@ class RandomDistillation(nn.Module):
         self.register_buffer("value_spread", torch.zeros(()))
         self.register_buffer("updates", torch.zeros(()))
         self.register_buffer("quantiles", torch.tensor([0.05, 0.95]), persistent=False)
-        # Set by the trainer before each step's updates: whether the replay holds no real episode end yet.
+        # Set by the trainer before each step's updates: whether the replay holds no real episode end yet,
+        # and that the step's first update is to fit the predictor (pay() clears it).
         self.paying = True
+        self.fit_due = True
 
     def standardise(self, obs: torch.Tensor) -> torch.Tensor:
         """Observations in units of the running moments, clipped as RND does."""
@@ -81,6 +90,18 @@ class RandomDistillation(nn.Module):
         x = self.standardise(obs)
         return (self.predictor(x) - self.target(x)).pow(2).mean(-1)
 
+    def pay(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The bonus for arriving at each observation, (B,) without gradient, and, when a fit is due,
+        the predictor's loss on them (after the moments and the error's mean have moved toward them)."""
+        if not self.fit_due:
+            with torch.no_grad():
+                return self.bonus(self.error(obs)), None
+        self.fit_due = False
+        self.observe(obs)
+        error = self.error(obs)
+        self.observe_error(error)
+        return self.bonus(error), error.mean()
+
     @torch.no_grad()
     def observe(self, obs: torch.Tensor) -> None:
         """Move the observation moments toward a replayed batch's (the first batch sets them)."""
@@ -89,12 +110,13 @@ class RandomDistillation(nn.Module):
         self.obs_var.lerp_(obs.var(0, unbiased=False), rate)
         self.updates += 1
 
+    def observe_error(self, error: torch.Tensor) -> None:
+        """Move the error's running mean toward a batch's (the first batch sets it)."""
+        follow_(self.error_mean, error.detach().mean(), MOMENTS_EMA)
+
     def bonus(self, error: torch.Tensor) -> torch.Tensor:
-        """The error relative to its running mean, over max(1, the value spread) (no gradient), (B,);
-        the mean follows this batch's."""
-        error = error.detach()
-        follow_(self.error_mean, error.mean(), MOMENTS_EMA)
-        return error / self.error_mean.clamp_min(1e-8) / self.value_spread.clamp_min(1.0)
+        """The error relative to its running mean, over max(1, the value spread), without gradient, (B,)."""
+        return error.detach() / self.error_mean.clamp_min(1e-8) / self.value_spread.clamp_min(1.0)
 
     @torch.no_grad()
     def observe_values(self, q: torch.Tensor) -> None:

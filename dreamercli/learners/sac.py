@@ -146,11 +146,9 @@ class SAC(nn.Module):
         keep = self.cfg.sac_discount * (1 - batch.terminated)  # (B,)
         rewards, extra = batch.rewards, {}
         if self.novelty is not None and self.novelty.paying:  # RND: pay for arriving where the replay has little data
-            self.novelty.observe(batch.next_obs)
-            error = self.novelty.error(batch.next_obs)
-            bonus = self.novelty.bonus(error)
+            bonus, novelty_loss = self.novelty.pay(batch.next_obs)  # the loss on the env step's first update only
             rewards = rewards + self.cfg.sac_novelty * bonus
-            extra = {"novelty_loss": error.mean()}
+            extra = {} if novelty_loss is None else {"novelty_loss": novelty_loss}
         if self.discrete:
             probs_all = self.actor.probs(feats)  # (2B, A): one actor pass for s and s'
             logp_all = probs_all.log()

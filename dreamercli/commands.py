@@ -181,6 +181,9 @@ def run_evaluation(agent, config: Config, run_dir: Path, episodes: int, seed: in
                                  max_episode_steps=config.train.max_episode_steps)
     report: dict[str, Any] = {"env": config.env, "seed": seed, **result.stats(),
                               "returns": result.returns, "lengths": result.lengths}
+    if render and result.render_error is not None:
+        report["gif_error"] = result.render_error
+        console.print(f"[yellow]no eval.gif: the env could not render ({result.render_error})")
     if render and result.frames:
         report["gif"] = str(runs.write_gif(result.frames, Path(run_dir) / "videos" / "eval.gif"))
         if display_available():

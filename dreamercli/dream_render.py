@@ -236,16 +236,21 @@ def _plot_frames(r: Rollouts, i: int, dims: Sequence[str]) -> list[np.ndarray]:
 
 def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[str], out: Path,
               fps: int = 6) -> tuple[Path, str]:
-    """dream.gif: real frames beside imagined ones; returns (path, "state" or "plot")."""
+    """dream.gif: real frames beside imagined ones; returns (path, how the dream is drawn): "state",
+    "plot" (no state renderer) or "plot, the renderer failed: ..." (e.g. pygame not installed)."""
     kind = "state" if has_state_renderer(env_id) else "plot"
     frames = []
     for i in record:
         start = r.starts[i]
         where = (f"fresh reset (seed {start.reset_seed})" if start.kind == "reset"
                  else f"step {start.step} of the episode from reset(seed {start.reset_seed})")
+        dream = None
         if kind == "state":
-            dream = _state_frames(env_id, start.reset_seed, r.imagined_obs[:, i], r.env_actions[i])
-        else:
+            try:
+                dream = _state_frames(env_id, start.reset_seed, r.imagined_obs[:, i], r.env_actions[i])
+            except Exception as err:  # a missing render dependency must not lose the imagination's results
+                kind = f"plot, the renderer failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        if dream is None:
             dream = _plot_frames(r, i, dims)
         real = r.frames.get(i, [])
         ended = r.ended_at[i]

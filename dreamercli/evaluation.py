@@ -20,6 +20,17 @@ class EvalResult:
     returns: list[float]
     lengths: list[int]
     frames: list[np.ndarray] = field(default_factory=list)
+    render_error: str | None = None  # why recording stopped (e.g. the env's render dependency is missing)
+
+    def record(self, env) -> None:
+        """Keep env's rgb_array frame; if rendering fails, keep no frames and the reason, not the error."""
+        if self.render_error is not None:
+            return
+        try:
+            self.frames.append(env.render())
+        except Exception as err:  # a GIF is a nicety: the returns must not be lost over it
+            self.render_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            self.frames.clear()
 
     def stats(self) -> dict[str, float]:
         """mean, std, min and max of the returns."""
@@ -44,7 +55,7 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int, record:
         try:
             obs = [env.reset(seed=seed + i)[0] for env, i in zip(envs, ids, strict=True)]
             if record and first == 0:
-                result.frames.append(envs[0].render())
+                result.record(envs[0])
             live = list(range(len(ids)))
             while live:
                 actions = agent.act_batch(np.stack([obs[j] for j in live]), deterministic=True)
@@ -58,7 +69,7 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int, record:
                     result.returns[ids[j]] += float(reward)
                     result.lengths[ids[j]] += 1
                     if record and ids[j] == 0:
-                        result.frames.append(envs[j].render())
+                        result.record(envs[j])
                     if not (terminated or truncated):
                         still.append(j)
                 live = still

@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -116,6 +117,16 @@ def test_a_runs_config_json_sets_the_env_unless_a_flag_does(pendulum_run, tmp_pa
     result = tiny_train(tmp_path, "--config", str(pendulum_run / "config.json"), "--name", "flag")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "flag" / "config.json").read_text())["env"] == "CartPole-v1"
+
+
+def test_evaluate_render_without_pygame_keeps_the_returns_and_says_why_there_is_no_gif(tmp_path, monkeypatch):
+    assert tiny_train(tmp_path, "--name", "run").exit_code == 0
+    monkeypatch.setitem(sys.modules, "pygame", None)  # as an install without gymnasium's classic-control extra
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--episodes", "2", "--render"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert len(report["returns"]) == 2 and "pygame" in report["gif_error"] and "gif" not in report
+    assert "no eval.gif" in result.output and not (tmp_path / "run" / "videos" / "eval.gif").exists()
 
 
 def test_force_replaces_the_old_run_folder_as_a_whole(tmp_path):

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -172,6 +173,18 @@ def test_env_without_state_renderer_falls_back_to_plots(untrained_run):
                                  "--actions", "random", "--env", "custom_env:Reach"])
     assert result.exit_code == 0, result.output
     assert "no state renderer" in result.output and "line plots" in result.output
+    assert Image.open(run / "imagine" / "dream.gif").n_frames == 2 * 4
+
+
+def test_without_pygame_the_dream_is_plotted_and_nothing_is_lost(untrained_run, monkeypatch):
+    # CartPole's renderer imports pygame at its first render: a None entry in sys.modules makes that
+    # import fail as on an install without gymnasium's classic-control extra.
+    monkeypatch.setitem(sys.modules, "pygame", None)
+    run = untrained_run("CartPole-v1")
+    result = runner.invoke(app, ["imagine", str(run), "--horizon", "3", "--rollouts", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "pygame" in result.output and "line plots" in result.output
+    assert json.loads((run / "imagine" / "imagine.json").read_text())["horizon"] == 3
     assert Image.open(run / "imagine" / "dream.gif").n_frames == 2 * 4
 
 

@@ -136,8 +136,8 @@ def train(
     sac_lr: Annotated[float | None, typer.Option(help="SAC learning rate.", rich_help_panel=LP)] = None,
     sac_discount: Annotated[float | None, typer.Option(help="SAC's discount gamma.", rich_help_panel=LP)] = None,
     sac_novelty: Annotated[float | None, typer.Option(
-        help="Reward for novel observations (random network distillation), relative to its mean, paid until "
-             "the replay holds a real episode end; 0: none.",
+        help="Reward for novel observations (random network distillation), relative to its mean, paid while "
+             "the replay holds no real episode end and its rewards vary by less than a tenth of this; 0: none.",
         rich_help_panel=LP)] = None,
     real_share: Annotated[float | None, typer.Option(
         help="Least share of real transitions in a SAC batch (when the model is fully trusted).",

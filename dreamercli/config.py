@@ -105,7 +105,7 @@ class LearnerConfig:
     sac_critics: int = 2  # critics in the ensemble; targets use the min of two of them
     sac_ratio: float = 10.0  # SAC updates per env step once the prefill is done
     sac_alpha: float = 0.2  # initial entropy temperature, then tuned toward a target entropy
-    sac_novelty: float = 1.0  # RND novelty reward, relative to its mean, until the replay holds an end (0: none)
+    sac_novelty: float = 1.0  # RND novelty reward, relative to its mean, while the replay is endless and quiet
     real_share: float = 0.5  # share of real transitions in a SAC batch when the model is fully trusted
     branch_length: int = 5  # longest branched rollout through the model (the guard picks 0..this)
     branch_starts: int = 32  # replayed real states that start branched rollouts, per env step

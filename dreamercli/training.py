@@ -24,7 +24,7 @@ from .config import Config, to_dict, validate, with_overrides
 from .envs import EnvError, encode_action, make_env, spec_of, step_limit, threshold_of, to_env_action
 from .evaluation import EVAL_SEED_OFFSET, evaluate_policy
 from .exploration import EpisodeNoise, random_action_from
-from .learners import branched
+from .learners import branched, novelty
 from .learners.trust import TrustGuard
 from .progress import CostModel, Progress
 from .streams import ModelStream
@@ -248,7 +248,9 @@ class Trainer:
         """Branched rollouts into the model buffer (as far as the guard allows), then SAC updates."""
         st, ln, device = self.state, self.config.learner, self.agent.device
         if self.agent.sac.novelty is not None:  # from the replay itself, so that a resumed run pays as before
-            self.agent.sac.novelty.paying = not self.buffer.terminated[:len(self.buffer)].any()
+            n = len(self.buffer)
+            self.agent.sac.novelty.paying = novelty.pays(self.buffer.rewards[:n], self.buffer.terminated[:n],
+                                                         ln.sac_novelty)
             self.agent.sac.novelty.fit_due = True  # this step's first update fits the predictor
         allowed = self.guard.settings() if self.guard is not None else None
         if allowed is not None and allowed.branch_length > 0:

@@ -1,5 +1,6 @@
 """Random network distillation: the off-policy learner's novelty bonus (learners/novelty.py)."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny
@@ -9,7 +10,7 @@ from dreamercli.agent import Agent
 from dreamercli.buffer import TransitionBatch
 from dreamercli.config import ConfigError, validate
 from dreamercli.envs import make_env, spec_of
-from dreamercli.learners.novelty import MOMENTS_EMA, RandomDistillation
+from dreamercli.learners.novelty import MOMENTS_EMA, RandomDistillation, pays
 from dreamercli.training import train
 
 
@@ -134,7 +135,7 @@ def test_the_predictor_fits_on_an_env_steps_first_update_and_the_others_only_pay
 
 
 def test_a_run_fits_the_predictor_once_per_env_step(tmp_path):
-    config = tiny("Pendulum-v1", algo="model-free", sac_novelty=1.0, **SMALL)
+    config = tiny("MountainCar-v0", algo="model-free", sac_novelty=1.0, **SMALL)  # quiet rewards: it pays
     agent, _ = train(config, tmp_path / "run")
     rows = list(runs.read_metrics(tmp_path / "run"))
     fits = sum(1 for r in rows if "sac/novelty_error" in r)
@@ -153,11 +154,11 @@ SMALL = {"steps": 200, "eval_every": 100, "sac_batch": 32, "sac_hidden": 32, "sa
 
 
 def test_the_bonus_takes_no_draw_from_the_learners_random_stream(tmp_path):
-    # Pendulum never terminates, so the bonus pays throughout; one of 1e-12 cannot change a float32
-    # reward of order -1 to -16: the run is model-free's, to the bit, only if building the novelty
-    # networks drew nothing from the global generator.
-    off, _ = train(tiny("Pendulum-v1", algo="model-free", sac_novelty=0.0, **SMALL), tmp_path / "off")
-    on, _ = train(tiny("Pendulum-v1", algo="model-free", sac_novelty=1e-12, **SMALL), tmp_path / "on")
+    # MountainCar-v0 pays -1 per step and a tiny run never reaches the flag, so the bonus pays
+    # throughout; one of 1e-12 cannot change a float32 reward of -1: the run is model-free's, to the
+    # bit, only if building and paying the novelty networks drew nothing from the global generator.
+    off, _ = train(tiny("MountainCar-v0", algo="model-free", sac_novelty=0.0, **SMALL), tmp_path / "off")
+    on, _ = train(tiny("MountainCar-v0", algo="model-free", sac_novelty=1e-12, **SMALL), tmp_path / "on")
     assert on.sac.novelty is not None and off.sac.novelty is None
     assert any("sac/novelty_error" in r for r in runs.read_metrics(tmp_path / "on"))  # it did pay
     off_w, on_w = off.policy.state_dict(), on.policy.state_dict()
@@ -170,6 +171,30 @@ def test_once_the_replay_holds_an_end_the_bonus_stops(tmp_path):
     # the run is the same seed's without it.
     off, _ = train(tiny("CartPole-v1", algo="model-free", sac_novelty=0.0, **SMALL), tmp_path / "off")
     on, _ = train(tiny("CartPole-v1", algo="model-free", sac_novelty=1.0, **SMALL), tmp_path / "on")
+    assert on.sac.novelty is not None and not on.sac.novelty.paying
+    assert not any("sac/novelty_error" in r for r in runs.read_metrics(tmp_path / "on"))
+    off_w, on_w = off.policy.state_dict(), on.policy.state_dict()
+    assert all(torch.equal(off_w[k], on_w[k]) for k in off_w)
+    assert learner_rows(tmp_path / "off") == learner_rows(tmp_path / "on")
+
+
+def test_the_bonus_pays_while_the_replays_rewards_are_quiet_and_no_episode_has_ended():
+    quiet, ends = np.full(100, -1.0, np.float32), np.zeros(100, np.float32)
+    assert pays(quiet, ends, 1.0)
+    ended = ends.copy()
+    ended[50] = 1.0
+    assert not pays(quiet, ended, 1.0)
+    small = quiet + np.where(np.arange(100) % 2 == 0, 0.05, -0.05).astype(np.float32)  # a deviation of 0.05
+    assert pays(small, ends, 1.0) and not pays(small, ends, 0.3)  # against a tenth of the bonus's size
+    rewarded = np.zeros(100, np.float32)
+    rewarded[:5] = 1.0  # a sparse reward found on 5% of the replay: a deviation of 0.22
+    assert pays(np.zeros(100, np.float32), ends, 1.0) and not pays(rewarded, ends, 1.0)
+
+
+def test_where_the_reward_varies_from_the_start_the_bonus_never_pays(tmp_path):
+    # Pendulum's reward runs from -16 to 0 over the random prefill: the run is the same seed's without it.
+    off, _ = train(tiny("Pendulum-v1", algo="model-free", sac_novelty=0.0, **SMALL), tmp_path / "off")
+    on, _ = train(tiny("Pendulum-v1", algo="model-free", sac_novelty=1.0, **SMALL), tmp_path / "on")
     assert on.sac.novelty is not None and not on.sac.novelty.paying
     assert not any("sac/novelty_error" in r for r in runs.read_metrics(tmp_path / "on"))
     off_w, on_w = off.policy.state_dict(), on.policy.state_dict()

@@ -28,7 +28,18 @@ learning, so the bonus never pays and the run is, bit for bit, the same seed wit
 (measured before this rule, seeds 0-4 with the networks' own generator: CartPole-v1 at 1,500 /
 2,500 / 1,500 / 2,000 / 2,500 env steps against 1,500 / 1,000 / 500 / 500 / 3,500: a bonus for
 reaching states unlike the replay's pays for falling over). On a task that never terminates
-(Pendulum-v1, BeaconReach) it pays throughout, divided by the value spread as above.
+(BeaconReach) it pays until the reward speaks (below), divided by the value spread as above.
+
+Paid only while the replay's rewards are quiet: their standard deviation below a tenth of the
+bonus's mean size (`sac_novelty`; the bonus is the error over its running mean, so about 1 per
+step before the value spread divides it). A task whose reward varies from the first random step
+(Pendulum-v1: -16 to 0) tells the learner where to go without it, and there the bonus never pays:
+such a run is, bit for bit, the same seed without it. Measured before this rule (race, seeds 0-9,
+paired by seed): on Pendulum-v1 the bonus reached -200 at a median of 1,000 env steps, as without
+it, but on 9 of 10 seeds against 10 of 10, three seeds faster and two slower (README). On the
+goal tasks the rewards stay quiet until the first end (MountainCar-v0 and Acrobot-v1: -1 per step;
+MountainCarContinuous-v0: -0.1 a^2, a deviation of at most 0.05) and the rule changes nothing; on
+BeaconReach (1 near the goal, else 0) the bonus stops once about 1% of the replay is rewarded.
 
 Observations are standardised by running moments before both networks (RND's own recipe):
 MountainCar's velocity spans a hundredth of its position's range, and a random network fed raw
@@ -46,6 +57,7 @@ per update, one thread); the statistics move at the rate per env step that ten u
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,6 +66,13 @@ from ..nets import follow_, follow_spread_, mlp
 FEATURES = 32  # size of the random target's output
 MOMENTS_EMA = 0.1  # rate per env step at which the observation moments, the error's mean and the value spread move
 SEED_OFFSET = 2  # the networks' seed: the run's plus this (the world model's stream is seeded from (seed, 1))
+QUIET_REWARDS = 0.1  # the bonus pays while the replay's rewards deviate by less than this times sac_novelty
+
+
+def pays(rewards: np.ndarray, terminated: np.ndarray, weight: float) -> bool:
+    """Whether the bonus pays at this env step, from the replay's rewards and end flags: no real episode
+    end yet, and rewards that vary by less than a tenth of the bonus's mean size (weight)."""
+    return not terminated.any() and float(rewards.std()) < QUIET_REWARDS * weight
 
 
 class RandomDistillation(nn.Module):

@@ -29,7 +29,7 @@ from gymnasium.envs.classic_control import (
 from PIL import Image, ImageDraw, ImageFont
 
 from . import runs
-from .envs import make_env
+from .envs import make_env, render_failure
 
 if TYPE_CHECKING:
     from .imagine import Rollouts
@@ -235,10 +235,11 @@ def _plot_frames(r: Rollouts, i: int, dims: Sequence[str]) -> list[np.ndarray]:
 
 
 def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[str], out: Path,
-              fps: int = 6) -> tuple[Path, str]:
-    """dream.gif: real frames beside imagined ones; returns (path, how the dream is drawn): "state",
-    "plot" (no state renderer) or "plot, the renderer failed: ..." (e.g. pygame not installed)."""
+              fps: int = 6) -> tuple[Path, str, str | None]:
+    """dream.gif: real frames beside imagined ones; returns (path, "state" or "plot", why the state
+    renderer failed or None): a renderer that fails (pygame not installed, say) falls back to plots."""
     kind = "state" if has_state_renderer(env_id) else "plot"
+    failure = None
     frames = []
     for i in record:
         start = r.starts[i]
@@ -249,7 +250,7 @@ def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[st
             try:
                 dream = _state_frames(env_id, start.reset_seed, r.imagined_obs[:, i], r.env_actions[i])
             except Exception as err:  # a missing render dependency must not lose the imagination's results
-                kind = f"plot, the renderer failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                kind, failure = "plot", render_failure(err)
         if dream is None:
             dream = _plot_frames(r, i, dims)
         real = r.frames.get(i, [])
@@ -264,4 +265,4 @@ def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[st
             label = "imagined (decoded state)" if kind == "state" else "real (solid) vs imagined (dashed)"
             panels.append(_panel(dream[k], f"{label}, step {k}"))
             frames.append(_side_by_side(panels, f"rollout {i}: from {where}, horizon {r.horizon}"))
-    return runs.write_gif(frames, out, fps), kind
+    return runs.write_gif(frames, out, fps), kind, failure

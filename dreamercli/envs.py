@@ -90,6 +90,12 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     return env
 
 
+def render_failure(err: Exception) -> str:
+    """One line saying why an env could not render (e.g. its render dependency is not installed)."""
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def spec_of(env: gym.Env) -> EnvSpec:
     """Read the dimensions; raise EnvError for anything but flat Box obs and Discrete/Box actions."""
     # getattr: an env class that never set its spaces gets the same message as a wrong space.

@@ -8,7 +8,7 @@ import numpy as np
 
 from .agent import Agent
 from .config import DEFAULT_MAX_EPISODE_STEPS
-from .envs import EnvError, make_env, to_env_action
+from .envs import EnvError, make_env, render_failure, to_env_action
 
 EVAL_SEED_OFFSET = 10_000  # eval episodes during training use seeds far from the training env's
 
@@ -29,7 +29,7 @@ class EvalResult:
         try:
             self.frames.append(env.render())
         except Exception as err:  # a GIF is a nicety: the returns must not be lost over it
-            self.render_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            self.render_error = render_failure(err)
             self.frames.clear()
 
     def stats(self) -> dict[str, float]:

@@ -311,12 +311,13 @@ def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int 
     runs.write_json(out / "imagine.json", to_json(result, metrics, meta))
     png = dream_render.plot_imagination(result, metrics, dims, out / "imagine.png",
                                         title=f"{config.env}: {run_dir.name} ({actions} actions, seed {seed})")
-    gif, how = dream_render.dream_gif(config.env, result, record, dims, out / "dream.gif")
-    if how == "plot":
+    gif, how, failure = dream_render.dream_gif(config.env, result, record, dims, out / "dream.gif")
+    if failure is not None:
+        note(f"note: the env could not render ({failure}), so dream.gif shows animated line plots "
+             "of real vs imagined observations instead")
+    elif how == "plot":
         note(f"note: {config.env} has no state renderer, so dream.gif shows animated line plots "
              "of real vs imagined observations")
-    elif how != "state":
-        note(f"note: {how.removeprefix('plot, ')}; dream.gif shows animated line plots of real vs imagined "
-             "observations instead")
     return {**meta, "metrics": metrics, "dir": str(out), "json": str(out / "imagine.json"),
-            "png": str(png), "gif": str(gif), "gif_kind": how}
+            "png": str(png), "gif": str(gif), "gif_kind": how,
+            **({} if failure is None else {"gif_error": failure})}

@@ -192,4 +192,3 @@ def test_the_bonus_pays_while_the_replays_rewards_are_quiet_and_no_episode_has_e
     rewarded = np.zeros(100, np.float32)
     rewarded[:5] = 1.0  # a sparse reward found on 5% of the replay: a deviation of 0.22
     assert pays(np.zeros(100, np.float32), ends, 1.0) and not pays(rewarded, ends, 1.0)
-

@@ -51,7 +51,7 @@ Fitted once per env step, paid at every update: the trainer marks each env step'
 (`fit_due`), which trains the predictor on its batch (its loss joins SAC's backward) and moves the
 running statistics; the env step's other updates read the bonus of their batches without a graph.
 The predictor's backward, its optimiser step and the statistics in each of ten updates per env step
-made the bonus a third of an update's time (Pendulum-v1, where it pays throughout: 5.7 against 4.2 ms
+made the bonus a third of an update's time (Pendulum-v1, where it then paid throughout: 5.7 against 4.2 ms
 per update, one thread); the statistics move at the rate per env step that ten updates gave them.
 """
 

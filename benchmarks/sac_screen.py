@@ -75,7 +75,8 @@ class Replay:
         """A uniform batch of stored transitions as tensors."""
         idx = rng.integers(0, self.size, batch)
         return TransitionBatch(*(torch.from_numpy(a[idx]) for a in
-                                 (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)))
+                                 (self.obs, self.actions, self.rewards, self.next_obs, self.terminated,
+                                  np.ones(self.capacity, np.float32))))
 
 
 @torch.no_grad()
@@ -161,7 +162,7 @@ def speed(settings: SACSettings, repeats: int = 5, updates: int = 100) -> dict[s
         actions = (torch.eye(action_dim)[torch.randint(action_dim, (B,))] if discrete
                    else torch.rand(B, action_dim) * 2 - 1)
         batch = TransitionBatch(torch.randn(B, obs_dim), actions, torch.randn(B), torch.randn(B, obs_dim),
-                                torch.zeros(B))
+                                torch.zeros(B), torch.ones(B))
         for _ in range(20):
             sac.update(batch)
         best = float("inf")

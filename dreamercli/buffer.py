@@ -30,6 +30,7 @@ class TransitionBatch(NamedTuple):
     rewards: torch.Tensor  # (B,)
     next_obs: torch.Tensor  # (B, obs)
     terminated: torch.Tensor  # (B,), 1.0 where the episode ended in a terminal state
+    steps: torch.Tensor  # (B,), env steps from obs to next_obs (n-step returns: rewards is their discounted sum)
 
 
 def concat(a: TransitionBatch, b: TransitionBatch) -> TransitionBatch:
@@ -73,14 +74,39 @@ class ReplayBuffer:
         self.cursor = int((self.cursor + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
-    def sample_transitions(self, batch_size: int, rng: np.random.Generator,
-                           device: torch.device) -> TransitionBatch:
-        """Uniformly chosen single transitions."""
+    def sample_transitions(self, batch_size: int, rng: np.random.Generator, device: torch.device,
+                           nstep: int = 1, discount: float = 1.0) -> TransitionBatch:
+        """Uniformly chosen transitions; with nstep > 1, each runs on for up to nstep env steps of its episode.
+
+        An n-step transition keeps the first step's obs and action, sums the rewards discounted by
+        `discount`, and ends at the last step taken: at nstep, the episode's end, or the newest data.
+        """
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         i = rng.integers(0, self.size, size=batch_size)
-        return TransitionBatch(*(torch.as_tensor(x[i], device=device) for x in (
-            self.obs, self.actions, self.rewards, self.next_obs, self.terminated)))
+        steps = np.ones(batch_size, np.float32)
+        if nstep == 1:
+            last, rewards = i, self.rewards[i]
+        else:
+            last, rewards = self.run_on(i, nstep, discount, steps)
+        return TransitionBatch(*(torch.as_tensor(x, device=device) for x in (
+            self.obs[i], self.actions[i], rewards, self.next_obs[last], self.terminated[last], steps)))
+
+    def run_on(self, i: np.ndarray, nstep: int, discount: float, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The last slot and the discounted reward sum of n-step transitions from slots i; counts steps in place."""
+        # A slot's age order: 0 the oldest stored transition. The next step of a transition is the
+        # next slot, if it is newer, of the same (real, not branched: id -1) episode, after no end.
+        age = (i - self.cursor) % self.capacity if self.size == self.capacity else i
+        last, rewards = i.copy(), self.rewards[i].astype(np.float64)
+        going = (self.episode[i] >= 0) & (self.terminated[i] == 0)
+        for k in range(1, nstep):
+            j = (i + k) % self.capacity
+            going &= (age + k < self.size) & (self.episode[j] == self.episode[i])
+            last = np.where(going, j, last)
+            rewards += np.where(going, discount**k * self.rewards[j], 0.0)
+            steps += going
+            going &= self.terminated[j] == 0
+        return last, rewards.astype(np.float32)
 
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated", "episode")
 

@@ -100,6 +100,7 @@ class LearnerConfig:
     sac_lr: float = 1e-3  # Adam learning rate of the critics, temperature and the actor they train
     sac_batch: int = 128  # transitions per SAC update
     sac_discount: float = 0.99  # the learner's gamma
+    sac_nstep: int = 1  # env steps a replayed transition runs on before its value is bootstrapped
     sac_tau: float = 0.005  # rate at which the target critics follow the critics
     sac_dropout: float = 0.01  # dropout in the critics (DroQ), which with LayerNorm lets sac_ratio be high
     sac_critics: int = 2  # critics in the ensemble; targets use the min of two of them
@@ -304,7 +305,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{name} must be >= 0, got {value}")
     ln = config.learner
     for name, value in {"sac_hidden": ln.sac_hidden, "sac_layers": ln.sac_layers, "sac_lr": ln.sac_lr,
-                        "sac_batch": ln.sac_batch, "sac_alpha": ln.sac_alpha, "branch_starts": ln.branch_starts,
+                        "sac_batch": ln.sac_batch, "sac_nstep": ln.sac_nstep, "sac_alpha": ln.sac_alpha,
+                        "branch_starts": ln.branch_starts,
                         "model_buffer_size": ln.model_buffer_size, "trust_window": ln.trust_window}.items():
         if value <= 0:
             raise ConfigError(f"{name} must be > 0, got {value}")

@@ -262,10 +262,10 @@ class Trainer:
         while st.sac_owed >= 1.0:
             began = time.perf_counter()
             if allowed is None or allowed.branch_length == 0:
-                batch = self.buffer.sample_transitions(ln.sac_batch, self.rng, device)
+                batch = self.buffer.sample_transitions(ln.sac_batch, self.rng, device, ln.sac_nstep, ln.sac_discount)
             else:
                 batch = branched.mixed_batch(self.buffer, self.model_buffer, ln.sac_batch, allowed.real_share,
-                                             self.rng, device)
+                                             self.rng, device, ln.sac_nstep, ln.sac_discount)
             metrics = self._counted(self.agent.update_sac(batch))
             if metrics is not None:
                 st.pending.append(metrics)

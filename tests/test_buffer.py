@@ -52,3 +52,29 @@ def test_random_replay_cuts_never_ending_episodes_at_the_step_limit():
     buffer, spec = random_replay("custom_env:NeverEnds", 10, max_episode_steps=4)
     assert spec.discrete and buffer.episode[:10].tolist() == [0] * 4 + [1] * 4 + [2] * 2
     assert not buffer.terminated[:10].any()  # a time limit is not a termination
+
+
+def test_n_step_transitions_stop_at_the_episodes_end_and_at_the_newest_data():
+    buf = ReplayBuffer(100, 2, 1)
+    fill(buf, [5, 7])  # episode 1 is still running: its last stored step is not terminal
+    buf.terminated[11] = 0.0
+    buf.rewards[:12] = np.arange(12, dtype=np.float32)
+    batch = buf.sample_transitions(300, np.random.default_rng(0), torch.device("cpu"), nstep=3, discount=0.5)
+    for obs, nxt, reward, term, steps in zip(batch.obs, batch.next_obs, batch.rewards, batch.terminated, batch.steps,
+                                             strict=True):
+        ep, t = int(obs[0]), int(obs[1])
+        slot, length = (t, 5) if ep == 0 else (5 + t, 7)
+        n = min(3, length - t)  # cut by the end of episode 0, or by the newest step of episode 1
+        assert steps == n and nxt.tolist() == [ep, t + n]
+        assert reward == sum(0.5**k * (slot + k) for k in range(n))
+        assert term == (ep == 0 and t + n == 5)
+
+
+def test_n_step_transitions_do_not_run_from_the_newest_slot_into_the_oldest():
+    buf = ReplayBuffer(10, 2, 1)
+    fill(buf, [12])  # one episode longer than the ring: slot 1 is the newest step, slot 2 the oldest
+    buf.terminated[1] = 0.0  # still running
+    batch = buf.sample_transitions(200, np.random.default_rng(0), torch.device("cpu"), nstep=4, discount=1.0)
+    for obs, nxt, steps in zip(batch.obs, batch.next_obs, batch.steps, strict=True):
+        t = int(obs[1])
+        assert steps == min(4, 12 - t) and nxt[1] == t + steps

@@ -69,14 +69,14 @@ def test_the_critic_target_carries_the_bonus():
     sac = agent.sac
     g = torch.Generator().manual_seed(1)
     batch = TransitionBatch(torch.randn(8, 3, generator=g), torch.rand(8, 1, generator=g) * 2 - 1,
-                            torch.zeros(8), torch.randn(8, 3, generator=g), torch.zeros(8))
+                            torch.zeros(8), torch.randn(8, 3, generator=g), torch.zeros(8), torch.ones(8))
     torch.manual_seed(5)
     losses, _ = sac.losses(batch)
     assert "novelty_loss" in losses  # a fresh learner's first update fits the predictor
     error = sac.novelty.error(batch.next_obs).detach()
     assert sac.novelty.error_mean.item() == pytest.approx(error.mean().item())  # the first batch set it
     bonus = sac.novelty.bonus(error)
-    paid = TransitionBatch(batch.obs, batch.actions, 2.0 * bonus, batch.next_obs, batch.terminated)
+    paid = TransitionBatch(batch.obs, batch.actions, 2.0 * bonus, batch.next_obs, batch.terminated, batch.steps)
     sac.novelty = None  # the same losses without RND, on rewards that already hold the bonus
     torch.manual_seed(5)
     plain, _ = sac.losses(paid)
@@ -113,7 +113,7 @@ def test_the_predictor_fits_on_an_env_steps_first_update_and_the_others_only_pay
 
     def batch():
         return TransitionBatch(torch.randn(16, 3, generator=g), torch.rand(16, 1, generator=g) * 2 - 1,
-                               torch.zeros(16), torch.randn(16, 3, generator=g), torch.zeros(16))
+                               torch.zeros(16), torch.randn(16, 3, generator=g), torch.zeros(16), torch.ones(16))
 
     def predictor():
         return [p.detach().clone() for p in sac.novelty.predictor.parameters()]

@@ -38,7 +38,7 @@ def random_batch(discrete: bool, size: int = 16, reward: torch.Tensor | None = N
         actions = torch.rand(size, action_dim) * 2 - 1
     return TransitionBatch(torch.randn(size, obs_dim) * 3, actions,
                            torch.randn(size) if reward is None else reward,
-                           torch.randn(size, obs_dim) * 3, (torch.rand(size) < 0.2).float())
+                           torch.randn(size, obs_dim) * 3, (torch.rand(size) < 0.2).float(), torch.ones(size))
 
 
 def snapshot(*modules: torch.nn.Module) -> list[torch.Tensor]:

@@ -40,7 +40,7 @@ def branch(world_model: WorldModel, actor: Actor, obs: torch.Tensor, length: int
             break
         z, seen = z_next, seen_next
     obs_s, act, rew, next_s, term = (torch.cat(parts) for parts in zip(*steps, strict=True))
-    return TransitionBatch(symexp(obs_s), act, rew, symexp(next_s), term.float())
+    return TransitionBatch(symexp(obs_s), act, rew, symexp(next_s), term.float(), torch.ones_like(rew))
 
 
 def fill(model_buffer: ReplayBuffer, batch: TransitionBatch) -> None:
@@ -53,10 +53,12 @@ def fill(model_buffer: ReplayBuffer, batch: TransitionBatch) -> None:
 
 
 def mixed_batch(real: ReplayBuffer, model: ReplayBuffer, size: int, real_share: float,
-                rng: np.random.Generator, device: torch.device) -> TransitionBatch:
-    """A learner batch with round(size * real_share) real transitions and the rest from the model buffer."""
+                rng: np.random.Generator, device: torch.device, nstep: int = 1,
+                discount: float = 1.0) -> TransitionBatch:
+    """A learner batch with round(size * real_share) real transitions (n-step ones with nstep > 1)
+    and the rest single steps from the model buffer."""
     n_real = size if len(model) == 0 else round(size * real_share)
-    parts = [real.sample_transitions(n_real, rng, device)] if n_real else []
+    parts = [real.sample_transitions(n_real, rng, device, nstep, discount)] if n_real else []
     if n_real < size:
         parts.append(model.sample_transitions(size - n_real, rng, device))
     if len(parts) == 1:

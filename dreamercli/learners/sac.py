@@ -143,7 +143,8 @@ class SAC(nn.Module):
         feats = self.features(torch.cat([batch.obs, batch.next_obs]))  # (2B, obs)
         f, f_next = feats[:B], feats[B:]
         alpha = self.log_alpha.exp().detach()
-        keep = self.cfg.sac_discount * (1 - batch.terminated)  # (B,)
+        gamma = self.cfg.sac_discount if self.cfg.sac_nstep == 1 else self.cfg.sac_discount ** batch.steps  # gamma^n
+        keep = gamma * (1 - batch.terminated)  # (B,)
         rewards, extra = batch.rewards, {}
         if self.novelty is not None and self.novelty.paying:  # RND: pay for arriving where the replay has little data
             bonus, novelty_loss = self.novelty.pay(batch.next_obs)  # the loss on the env step's first update only

@@ -110,9 +110,9 @@ class Agent(nn.Module):
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
 
-    def update_sac(self, batch: TransitionBatch) -> dict[str, float] | None:
-        """One off-policy update on a batch of transitions; None if it was skipped (NaN or inf)."""
-        return self.sac.update(batch)
+    def update_sac(self, batch: TransitionBatch, actor: bool = True) -> dict[str, float] | None:
+        """One off-policy update on a batch of transitions (actor: the policy's too); None if skipped (NaN or inf)."""
+        return self.sac.update(batch, actor)
 
     def update(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float] | None:
         """One gradient step of the world model, then (with behave) of the actor and critic.

@@ -44,6 +44,7 @@ class LoopState:
     episode_return: float = 0.0
     owed: float = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
     sac_owed: float = 0.0  # SAC updates due (sac_ratio per env step)
+    actor_owed: float = 0.0  # of those, updates that train the actor too (sac_actor_ratio per env step)
     imag_owed: float = 0.0  # hybrid: imagination updates due (imag_weight per world-model update)
     best: float | None = None
     solved_at: int | None = None
@@ -259,18 +260,23 @@ class Trainer:
                 branched.fill(self.model_buffer, branched.branch(self.agent.world_model, self.agent.policy, starts,
                                                                  allowed.branch_length))
         st.sac_owed += ln.sac_ratio
+        st.actor_owed += ln.sac_actor_ratio
         while st.sac_owed >= 1.0:
+            # The actor learns in the step's last updates (REDQ's policy step after its critic steps),
+            # against the freshest critics.
+            actor = st.actor_owed >= 1.0 and st.sac_owed < st.actor_owed + 1.0
             began = time.perf_counter()
             if allowed is None or allowed.branch_length == 0:
                 batch = self.buffer.sample_transitions(ln.sac_batch, self.rng, device, ln.sac_nstep, ln.sac_discount)
             else:
                 batch = branched.mixed_batch(self.buffer, self.model_buffer, ln.sac_batch, allowed.real_share,
                                              self.rng, device, ln.sac_nstep, ln.sac_discount)
-            metrics = self._counted(self.agent.update_sac(batch))
+            metrics = self._counted(self.agent.update_sac(batch, actor))
             if metrics is not None:
                 st.pending.append(metrics)
             self.costs.add("update", time.perf_counter() - began)
             st.sac_owed -= 1.0
+            st.actor_owed -= actor
 
     def _update(self, behave: bool = True) -> dict[str, float] | None:
         """One agent update on a replayed batch, counting (and surviving) NaN or inf ones."""

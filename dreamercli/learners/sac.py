@@ -133,10 +133,11 @@ class SAC(nn.Module):
         """Q the actor climbs, (E, ...) -> (...): min of a pair, the ensemble mean beyond (REDQ)."""
         return q.min(0).values if q.shape[0] == 2 else q.mean(0)
 
-    def losses(self, batch: TransitionBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Critic, actor and temperature losses at the current weights, and metrics to log.
+    def losses(self, batch: TransitionBatch, actor: bool = True) -> tuple[dict[str, torch.Tensor],
+                                                                           dict[str, torch.Tensor]]:
+        """Critic, actor and temperature losses at the current weights (actor=False: the critics' alone), and metrics.
 
-        All three come from the same weights so that one backward pass serves them, and a
+        All of them come from the same weights so that one backward pass serves them, and a
         non-finite gradient anywhere can skip the whole update before anything steps.
         """
         B = batch.rewards.shape[0]
@@ -151,52 +152,62 @@ class SAC(nn.Module):
             rewards = rewards + self.cfg.sac_novelty * bonus
             extra = {} if novelty_loss is None else {"novelty_loss": novelty_loss}
         if self.discrete:
-            probs_all = self.actor.probs(feats)  # (2B, A): one actor pass for s and s'
-            logp_all = probs_all.log()
-            probs, logp = probs_all[:B], logp_all[:B]
+            # One actor pass for s and s' when the actor learns; s' alone, without a graph, when not.
+            with torch.set_grad_enabled(actor and torch.is_grad_enabled()):
+                probs_all = self.actor.probs(feats if actor else f_next)  # (2B or B, A)
+                logp_all = probs_all.log()
             with torch.no_grad():
                 # Soft value of s' as an expectation over the policy, not a sampled action.
                 q_next = self.pessimistic(self.target_critics.q(f_next))  # (B, A)
-                v_next = (probs_all[B:] * (q_next - alpha * logp_all[B:])).sum(-1)
+                v_next = (probs_all[-B:] * (q_next - alpha * logp_all[-B:])).sum(-1)
                 target = rewards + keep * v_next  # (B,)
             q_all = self.critics.q(f)  # (E, B, A)
             q = (q_all * batch.actions).sum(-1)  # (E, B)
-            actor_loss = (probs * (alpha * logp - self.actor_value(q_all.detach()))).sum(-1).mean()
-            entropy = -(probs * logp).sum(-1).mean()
+            if actor:
+                probs, logp = probs_all[:B], logp_all[:B]
+                actor_loss = (probs * (alpha * logp - self.actor_value(q_all.detach()))).sum(-1).mean()
+                entropy = -(probs * logp).sum(-1).mean()
         else:
-            noise = self.actor.noise((2 * B,), feats.device)
-            actions_all, std = self.actor.rollout_action(feats, noise)  # (2B, act), reparameterised
-            logp_all = self.actor.squashed_log_prob(actions_all, std, noise)  # (2B,)
+            rows = feats if actor else f_next
+            with torch.set_grad_enabled(actor and torch.is_grad_enabled()):
+                noise = self.actor.noise(rows.shape[:1], feats.device)
+                actions_all, std = self.actor.rollout_action(rows, noise)  # (2B or B, act), reparameterised
+                logp_all = self.actor.squashed_log_prob(actions_all, std, noise)  # (2B or B,)
             with torch.no_grad():
-                q_next = self.pessimistic(self.target_critics.q(torch.cat([f_next, actions_all[B:]], -1)))
-                target = rewards + keep * (q_next.squeeze(-1) - alpha * logp_all[B:])  # (B,)
+                q_next = self.pessimistic(self.target_critics.q(torch.cat([f_next, actions_all[-B:]], -1)))
+                target = rewards + keep * (q_next.squeeze(-1) - alpha * logp_all[-B:])  # (B,)
             q = self.critics.q(torch.cat([f, batch.actions], -1)).squeeze(-1)  # (E, B)
-            # Frozen weights: the actor's loss must move the actor only, not the critics.
-            q_pi = self.critics.q(torch.cat([f, actions_all[:B]], -1), frozen=True).squeeze(-1)  # (E, B)
-            actor_loss = (alpha * logp_all[:B] - self.actor_value(q_pi)).mean()
-            entropy = -logp_all[:B].mean()
+            if actor:
+                # Frozen weights: the actor's loss must move the actor only, not the critics.
+                q_pi = self.critics.q(torch.cat([f, actions_all[:B]], -1), frozen=True).squeeze(-1)  # (E, B)
+                actor_loss = (alpha * logp_all[:B] - self.actor_value(q_pi)).mean()
+                entropy = -logp_all[:B].mean()
         assert q.shape == (self.cfg.sac_critics, B) and target.shape == (B,), (q.shape, target.shape)
         if "novelty_loss" in extra:  # the next batch's bonus shrinks as the values spread
             self.novelty.observe_values(q.min(0).values)
-        q_loss = (q - target).pow(2).mean(-1).sum()
-        # d/d log_alpha = H - target: the temperature rises while the entropy is below target.
-        alpha_loss = self.log_alpha * (entropy.detach() - self.target_entropy)
-        losses = {"q_loss": q_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss, **extra}
-        metrics = {"entropy": entropy.detach(), "q_mean": q.detach().mean()}
+        losses = {"q_loss": (q - target).pow(2).mean(-1).sum(), **extra}
+        metrics = {"q_mean": q.detach().mean()}
+        if actor:
+            # d/d log_alpha = H - target: the temperature rises while the entropy is below target.
+            losses.update(actor_loss=actor_loss, alpha_loss=self.log_alpha * (entropy.detach() - self.target_entropy))
+            metrics["entropy"] = entropy.detach()
         return losses, metrics
 
-    def update(self, batch: TransitionBatch) -> dict[str, float] | None:
-        """One step of critics, actor and temperature, then the targets; None (nothing changed) on a NaN/inf."""
-        losses, metrics = self.losses(batch)
+    def update(self, batch: TransitionBatch, actor: bool = True) -> dict[str, float] | None:
+        """One step of critics (and with actor, of actor and temperature), then the targets; None on a NaN/inf."""
+        losses, metrics = self.losses(batch, actor)
         total = sum(losses.values())
         if not torch.isfinite(total):
             return None  # e.g. a NaN reward: no backward, no step
-        opts = (self.actor_opt, *(opt for name, opt in self.optimisers().items()
-                                   if name != "sac_novelty" or "novelty_loss" in losses))
+        opts = [self.critic_opt]
+        if actor:
+            opts += [self.actor_opt, self.alpha_opt]
+        if "novelty_loss" in losses:
+            opts.append(self.novelty_opt)
         for opt in opts:
             opt.zero_grad()
         total.backward()
-        # A finite loss can still give an inf gradient; check all three before any of them steps.
+        # A finite loss can still give an inf gradient; check all of them before any of them steps.
         if not torch.isfinite(torch.stack(torch._foreach_norm([opt.param.grad for opt in opts]))).all():
             for opt in opts:
                 opt.zero_grad()
@@ -204,8 +215,10 @@ class SAC(nn.Module):
         for opt in opts:
             opt.step()
         self.update_targets()
-        logged = {"sac/q_loss": losses["q_loss"], "sac/actor_loss": losses["actor_loss"],
-                  "sac/alpha": self.log_alpha.exp(), "sac/entropy": metrics["entropy"], "sac/q_mean": metrics["q_mean"]}
+        logged = {"sac/q_loss": losses["q_loss"], "sac/q_mean": metrics["q_mean"]}
+        if actor:
+            logged.update({"sac/actor_loss": losses["actor_loss"], "sac/alpha": self.log_alpha.exp(),
+                           "sac/entropy": metrics["entropy"]})
         if "novelty_loss" in losses:
             logged["sac/novelty_error"] = losses["novelty_loss"]
             logged["sac/novelty_scale"] = 1.0 / self.novelty.value_spread.clamp_min(1.0)

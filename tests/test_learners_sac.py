@@ -152,3 +152,34 @@ def test_dropout_drops_each_unit_at_the_configured_rate(p):
     if p > 0:
         assert not torch.equal(first, second)  # fresh draws each call
         assert (first & second).sum().item() < 2 * p * first.sum().item() + 5  # independent, not one mask
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_a_critic_update_moves_the_critics_and_leaves_actor_and_temperature(discrete):
+    torch.manual_seed(7)
+    sac, actor = build(discrete)
+    sac.update(random_batch(discrete))  # Adam moments exist, so a stray actor step would show
+    policy, critics, alpha = snapshot(actor), snapshot(sac.critics), sac.log_alpha.item()
+    grad = sac.actor_opt.param.grad.clone()  # the full update's, still there
+    metrics = sac.update(random_batch(discrete), actor=False)
+    assert set(metrics) == {"sac/q_loss", "sac/q_mean"}
+    assert all(torch.equal(old, new) for old, new in zip(policy, snapshot(actor), strict=True))
+    assert sac.log_alpha.item() == alpha
+    assert any(not torch.equal(old, new) for old, new in zip(critics, snapshot(sac.critics), strict=True))
+    assert torch.equal(sac.actor_opt.param.grad, grad)  # no backward reached the actor
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_a_critic_update_fits_the_critics_as_a_full_update_does(discrete):
+    # The same target and critic loss: with the actor and temperature fixed, the critics' step is the same.
+    torch.manual_seed(8)
+    batch = random_batch(discrete)
+    steps = []
+    for actor in (True, False):
+        torch.manual_seed(9)
+        sac, _ = build(discrete, sac_dropout=0.0)
+        if not discrete:  # the same action noise for s' in both: the full update draws s's first
+            sac.actor.noise = lambda shape, device, _n=torch.randn(32, 1): _n[-shape[0]:]
+        sac.update(batch, actor)
+        steps.append(snapshot(sac.critics))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*steps, strict=True))

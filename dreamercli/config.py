@@ -105,7 +105,7 @@ class LearnerConfig:
     sac_dropout: float = 0.01  # dropout in the critics (DroQ), which with LayerNorm lets sac_ratio be high
     sac_critics: int = 2  # critics in the ensemble; targets use the min of two of them
     sac_ratio: float = 10.0  # SAC updates per env step once the prefill is done
-    sac_actor_ratio: float = 10.0  # of those, the ones that also train actor and temperature (the last of each step)
+    sac_actor_share: float = 1.0  # share of them that train actor and temperature too (a step's last ones)
     sac_alpha: float = 0.2  # initial entropy temperature, then tuned toward a target entropy
     sac_novelty: float = 1.0  # RND novelty reward, relative to its mean, while the replay is endless and quiet
     real_share: float = 0.5  # share of real transitions in a SAC batch when the model is fully trusted
@@ -319,13 +319,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"sac_dropout must be in [0, 1), got {ln.sac_dropout}")
     if ln.sac_critics < 2:
         raise ConfigError(f"sac_critics must be >= 2, got {ln.sac_critics}")
-    for name, value in {"sac_ratio": ln.sac_ratio, "sac_actor_ratio": ln.sac_actor_ratio,
-                        "branch_length": ln.branch_length}.items():
+    for name, value in {"sac_ratio": ln.sac_ratio, "branch_length": ln.branch_length}.items():
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
-    if ln.sac_actor_ratio > ln.sac_ratio:
-        raise ConfigError(f"sac_actor_ratio ({ln.sac_actor_ratio}) cannot exceed sac_ratio ({ln.sac_ratio}): "
-                          "the actor learns in some of the SAC updates")
+    if not 0 < ln.sac_actor_share <= 1:
+        raise ConfigError(f"sac_actor_share must be in (0, 1], got {ln.sac_actor_share}")
     if not 0 <= tr.noise_exponent <= 2:
         raise ConfigError(f"noise_exponent must be in [0, 2], got {tr.noise_exponent}")
     if ac.imag_noise not in IMAG_NOISE:

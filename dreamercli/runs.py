@@ -349,9 +349,11 @@ def load_config(run_dir: Path) -> tuple[Config, EnvSpec]:
     except (KeyError, TypeError, AttributeError) as err:
         raise RunError(f"{Path(run_dir) / RUN_FILE} has no valid env_spec: {err}") from None
     try:
-        # A config.json from before --algo existed is a dreamer run, and one from before sac_novelty
-        # existed paid no bonus, whatever today's defaults (a saved field, nested or flat, wins).
-        fields = {"algo": "dreamer", "sac_novelty": 0.0, **{k: v for k, v in data.items() if k not in META_KEYS}}
+        # A config.json from before --algo existed is a dreamer run, one from before sac_novelty
+        # existed paid no bonus, and one from before sac_actor_share trained the actor in every SAC
+        # update, whatever today's defaults (a saved field, nested or flat, wins).
+        fields = {"algo": "dreamer", "sac_novelty": 0.0, "sac_actor_share": 1.0,
+                  **{k: v for k, v in data.items() if k not in META_KEYS}}
         config = from_dict(fields)
     except (ConfigError, TypeError, AttributeError) as err:
         raise RunError(f"{path} is not a valid dreamer config: {err}") from None

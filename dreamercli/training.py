@@ -44,7 +44,7 @@ class LoopState:
     episode_return: float = 0.0
     owed: float = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
     sac_owed: float = 0.0  # SAC updates due (sac_ratio per env step)
-    actor_owed: float = 0.0  # of those, updates that train the actor too (sac_actor_ratio per env step)
+    actor_owed: float = 0.0  # of those, updates that train the actor too (sac_ratio * sac_actor_share per env step)
     imag_owed: float = 0.0  # hybrid: imagination updates due (imag_weight per world-model update)
     best: float | None = None
     solved_at: int | None = None
@@ -260,7 +260,7 @@ class Trainer:
                 branched.fill(self.model_buffer, branched.branch(self.agent.world_model, self.agent.policy, starts,
                                                                  allowed.branch_length))
         st.sac_owed += ln.sac_ratio
-        st.actor_owed += ln.sac_actor_ratio
+        st.actor_owed += ln.sac_ratio * ln.sac_actor_share
         while st.sac_owed >= 1.0:
             # The actor learns in the step's last updates (REDQ's policy step after its critic steps),
             # against the freshest critics.

@@ -174,12 +174,13 @@ def test_a_critic_update_fits_the_critics_as_a_full_update_does(discrete):
     # The same target and critic loss: with the actor and temperature fixed, the critics' step is the same.
     torch.manual_seed(8)
     batch = random_batch(discrete)
+    noise = torch.randn(32, 1)
     steps = []
     for actor in (True, False):
         torch.manual_seed(9)
         sac, _ = build(discrete, sac_dropout=0.0)
         if not discrete:  # the same action noise for s' in both: the full update draws s's first
-            sac.actor.noise = lambda shape, device, _n=torch.randn(32, 1): _n[-shape[0]:]
+            sac.actor.noise = lambda shape, device: noise[-shape[0]:]
         sac.update(batch, actor)
         steps.append(snapshot(sac.critics))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*steps, strict=True))

@@ -90,3 +90,15 @@ def test_logged_speed_is_per_window(tmp_path):
         previous = row
     averages = [r["step"] / r["time"] for r in rows]
     assert any(abs(r["train/sps"] / a - 1) > 1e-3 for r, a in zip(rows[1:], averages[1:], strict=True))
+
+
+@pytest.mark.parametrize("share, actor_steps_per_env_step", [(1.0, 4), (0.25, 1), (0.5, 2)])
+def test_the_actor_learns_in_its_share_of_the_sac_updates(tmp_path, share, actor_steps_per_env_step):
+    config = tiny("CartPole-v1", algo="model-free", steps=120, eval_every=120, sac_batch=16, sac_hidden=16,
+                  sac_ratio=4, sac_actor_share=share)
+    agent, _ = train(config, tmp_path / "run")
+    critic_steps = agent.sac.critic_opt.state["step"].item()
+    learned = critic_steps / 4  # env steps with updates: from the one that ends the prefill on
+    assert learned == config.train.steps - config.train.prefill + 1
+    assert agent.actor_opt.state["step"].item() == actor_steps_per_env_step * learned
+    assert agent.sac.alpha_opt.state["step"].item() == actor_steps_per_env_step * learned

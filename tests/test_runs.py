@@ -148,3 +148,16 @@ def test_a_config_without_sac_novelty_paid_no_bonus_whatever_the_default(tmp_pat
     assert old.learner.sac_novelty == 0.0 and from_preset("default").learner.sac_novelty > 0
     Agent(old, spec).load_weights(runs.load_weights(tmp_path / "old"))  # the names fit: no error
     assert runs.load_config(tmp_path / "new")[0].learner.sac_novelty == 1.0  # a saved value wins
+
+
+def test_a_config_without_sac_actor_share_trained_the_actor_in_every_update_whatever_the_default(tmp_path):
+    # Run folders from before sac_actor_share existed name none; a resumed one must train as it did.
+    from dreamercli.training import train
+
+    small = {"algo": "model-free", "steps": 80, "eval_every": 80, "sac_batch": 16, "sac_hidden": 16, "sac_ratio": 2}
+    train(tiny("Pendulum-v1", **small), tmp_path / "old")
+    data = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert data["learner"]["sac_actor_share"] == from_preset("default").learner.sac_actor_share < 1.0
+    del data["learner"]["sac_actor_share"]
+    runs.write_json(tmp_path / "old" / "config.json", data)
+    assert runs.load_config(tmp_path / "old")[0].learner.sac_actor_share == 1.0

@@ -131,6 +131,10 @@ def train(
         help="Step limit of an env that registers none.", rich_help_panel=HP)] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.", rich_help_panel=HP)] = None,
     sac_ratio: Annotated[float | None, typer.Option(help="SAC updates per env step.", rich_help_panel=LP)] = None,
+    sac_actor_share: Annotated[float | None, typer.Option(
+        help="Share of the SAC updates that train the policy and temperature too (the rest: the critics "
+             "alone); 0.1 with 10 updates per env step trains the policy once per env step.",
+        rich_help_panel=LP)] = None,
     sac_batch: Annotated[int | None, typer.Option(help="Transitions per SAC update.", rich_help_panel=LP)] = None,
     sac_hidden: Annotated[int | None, typer.Option(help="Width of SAC's networks.", rich_help_panel=LP)] = None,
     sac_lr: Annotated[float | None, typer.Option(help="SAC learning rate.", rich_help_panel=LP)] = None,

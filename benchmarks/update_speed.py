@@ -7,10 +7,12 @@ an update is from its compute floor.
 
 Fills a replay buffer with random-action transitions of the real env, then times
 `Agent.update` on sampled batches (with `--algo model-free`, mbpo or hybrid: `Agent.update_sac`
-on `sac_batch` transitions, the update those algos run `sac_ratio` times per env step). The
-floor: the matrix-product FLOPs of one update (torch.profiler's counts of aten::mm, addmm, bmm
-and matmul over a few profiled updates, forward and backward) divided by the measured rate of
-one matrix product of the shape that carries most of those FLOPs, at the same thread count.
+on `sac_batch` transitions, the update those algos run `sac_ratio` times per env step, timed an
+env step's worth at a time: the actor learns in `sac_actor_share` of them, the others train the
+critics alone, and a row gives their mean). The floor: the matrix-product FLOPs of one update
+(torch.profiler's counts of aten::mm, addmm, bmm and matmul over a few profiled updates, forward
+and backward) divided by the measured rate of one matrix product of the shape that carries most
+of those FLOPs, at the same thread count.
 "update / floor" is how many times slower the update runs than that: the rest is small
 products, elementwise ops, optimiser steps and Python. Results print as a table and go to
 benchmarks/results/update_speed.json.
@@ -33,6 +35,7 @@ from torch.profiler import ProfilerActivity, profile
 from dreamercli.agent import Agent
 from dreamercli.buffer import random_replay
 from dreamercli.config import ALGOS, from_preset, with_overrides
+from dreamercli.learners.sac import actor_turns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")
@@ -135,28 +138,34 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30, algo:
     device = torch.device("cpu")
     wm, tr = config.world_model, config.train
 
+    ln = config.learner
+    # SAC's unit is an env step's updates: the actor learns in its share of them, the rest train
+    # the critics alone; ms per update is that step's time over its updates.
+    turns = actor_turns(math.floor(ln.sac_ratio), ln.sac_ratio * ln.sac_actor_share)
+
     def update() -> None:
         if algo == "dreamer":
             agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
         else:
-            agent.update_sac(buffer.sample_transitions(config.learner.sac_batch, rng, device))
+            for actor in turns:
+                agent.update_sac(buffer.sample_transitions(ln.sac_batch, rng, device), actor)
 
-    if algo != "dreamer":
-        updates *= 10  # a SAC update is about a tenth of dreamer's
+    per_call = 1 if algo == "dreamer" else len(turns)
     for _ in range(3):  # warm-up
         update()
     start = time.perf_counter()
     for _ in range(updates):
         update()
-    update_ms = (time.perf_counter() - start) / updates * 1000
+    update_ms = (time.perf_counter() - start) / updates / per_call * 1000
     start = time.perf_counter()
     for _ in range(500):
         agent.act(obs)
     act_ms = (time.perf_counter() - start) / 500 * 1000
     flops, (a_shape, b_shape) = update_flops(update)
+    flops /= per_call
     gflops = matmul_gflops(a_shape, b_shape)
     floor_ms = flops / (gflops * 1e9) * 1000
-    breakdown = time_by_kind(update)
+    breakdown = {k: round(v / per_call, 2) for k, v in time_by_kind(update).items()}
     return {"breakdown_ms": breakdown, "env": env_id, "algo": algo, "threads": threads,
             "update_ms": round(update_ms, 1), "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
             "matmul_shape": f"{'x'.join(map(str, a_shape))} @ {'x'.join(map(str, b_shape))}",

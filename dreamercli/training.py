@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from .envs import EnvError, encode_action, make_env, spec_of, step_limit, thresh
 from .evaluation import EVAL_SEED_OFFSET, evaluate_policy
 from .exploration import EpisodeNoise, random_action_from
 from .learners import branched, novelty
+from .learners.sac import actor_turns
 from .learners.trust import TrustGuard
 from .progress import CostModel, Progress
 from .streams import ModelStream
@@ -261,10 +263,7 @@ class Trainer:
                                                                  allowed.branch_length))
         st.sac_owed += ln.sac_ratio
         st.actor_owed += ln.sac_ratio * ln.sac_actor_share
-        while st.sac_owed >= 1.0:
-            # The actor learns in the step's last updates (REDQ's policy step after its critic steps),
-            # against the freshest critics.
-            actor = st.actor_owed >= 1.0 and st.sac_owed < st.actor_owed + 1.0
+        for actor in actor_turns(math.floor(st.sac_owed), st.actor_owed):
             began = time.perf_counter()
             if allowed is None or allowed.branch_length == 0:
                 batch = self.buffer.sample_transitions(ln.sac_batch, self.rng, device, ln.sac_nstep, ln.sac_discount)

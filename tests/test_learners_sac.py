@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamercli.learners.imagination import Actor
-from dreamercli.learners.sac import SAC, SACSettings, TransitionBatch
+from dreamercli.learners.sac import SAC, SACSettings, TransitionBatch, actor_turns
 from dreamercli.nets import symlog
 from dreamercli.optim import FlatAdam
 
@@ -184,3 +184,9 @@ def test_a_critic_update_fits_the_critics_as_a_full_update_does(discrete):
         sac.update(batch, actor)
         steps.append(snapshot(sac.critics))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*steps, strict=True))
+
+
+def test_the_actor_takes_the_last_of_a_steps_updates_as_many_as_are_owed():
+    assert actor_turns(10, 1.0) == [False] * 9 + [True]
+    assert actor_turns(10, 2.7) == [False] * 8 + [True] * 2  # whole turns only; the rest waits for the next step
+    assert actor_turns(3, 10.0) == [True] * 3 and actor_turns(4, 0.5) == [False] * 4 and actor_turns(0, 3.0) == []

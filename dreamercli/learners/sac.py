@@ -37,6 +37,16 @@ DISCRETE_ENTROPY_SHARE = 0.5
 # which the screen in benchmarks/sac_screen.py chose); the name stays for the screen's use.
 SACSettings = LearnerConfig
 
+def actor_turns(updates: int, actor_owed: float) -> list[bool]:
+    """Which of an env step's SAC updates train the actor too: the last ones, as many whole ones as are owed.
+
+    Last, so that the policy climbs the freshest critics (REDQ steps its policy after the step's
+    critic updates); the others train the critics alone.
+    """
+    turns = max(0, min(updates, math.floor(actor_owed)))
+    return [False] * (updates - turns) + [True] * turns
+
+
 class QEnsemble(nn.Module):
     """E critics as one network with stacked weights: Linear -> Dropout -> LayerNorm -> ReLU blocks.
 

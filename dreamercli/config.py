@@ -95,7 +95,7 @@ class LearnerConfig:
     1,500 on Pendulum-v1 and over 3,000 on CartPole-v1 (a partial screen: README, the race).
     Width 64 and the actor in one update per env step (REDQ's policy step after its critic steps)
     instead of 128 and every update: the same median env steps to the thresholds over seeds 0-9
-    (1,000 on both tasks) at about half the seconds per env step (README, "the speed issue").
+    (1,000 on both tasks) at about half the seconds per env step (README, "Seconds per update").
     """
 
     sac_hidden: int = 64  # width of the SAC actor's and critics' hidden layers

@@ -37,6 +37,7 @@ DISCRETE_ENTROPY_SHARE = 0.5
 # which the screen in benchmarks/sac_screen.py chose); the name stays for the screen's use.
 SACSettings = LearnerConfig
 
+
 def actor_turns(updates: int, actor_owed: float) -> list[bool]:
     """Which of an env step's SAC updates train the actor too: the last ones, as many whole ones as are owed.
 

@@ -44,6 +44,8 @@ CASES = {
     "train wm-lr nan": (["train", "--wm-lr", "nan"], None),
     "train actor-lr inf": (["train", "--actor-lr", "inf"], None),
     "train train-ratio nan": (["train", "--train-ratio", "nan"], None),
+    "train sac-actor-share 0": (["train", "--sac-actor-share", "0"], None),
+    "train sac-actor-share above 1": (["train", "--sac-actor-share", "1.5"], None),
     "train threshold nan": (["train", "--threshold", "nan"], None),
     "train steps 0": (["train", "--steps", "0"], None),
     "train steps not a number": (["train", "--steps", "many"], None),

@@ -71,7 +71,7 @@ def test_the_critic_target_carries_the_bonus():
     batch = TransitionBatch(torch.randn(8, 3, generator=g), torch.rand(8, 1, generator=g) * 2 - 1,
                             torch.zeros(8), torch.randn(8, 3, generator=g), torch.zeros(8), torch.ones(8))
     torch.manual_seed(5)
-    losses, _ = sac.losses(batch)
+    losses, _, _ = sac.losses(batch)
     assert "novelty_loss" in losses  # a fresh learner's first update fits the predictor
     error = sac.novelty.error(batch.next_obs).detach()
     assert sac.novelty.error_mean.item() == pytest.approx(error.mean().item())  # the first batch set it
@@ -79,7 +79,7 @@ def test_the_critic_target_carries_the_bonus():
     paid = TransitionBatch(batch.obs, batch.actions, 2.0 * bonus, batch.next_obs, batch.terminated, batch.steps)
     sac.novelty = None  # the same losses without RND, on rewards that already hold the bonus
     torch.manual_seed(5)
-    plain, _ = sac.losses(paid)
+    plain, _, _ = sac.losses(paid)
     assert torch.allclose(losses["q_loss"], plain["q_loss"]) and bonus.std() > 0
 
 

@@ -78,7 +78,7 @@ def test_target_critics_move_by_tau(discrete):
 def test_actor_loss_reaches_only_the_actor(discrete):
     torch.manual_seed(2)
     sac, actor = build(discrete)
-    losses, _ = sac.losses(random_batch(discrete))
+    losses, _, _ = sac.losses(random_batch(discrete))
     losses["actor_loss"].backward()
     assert sac.critic_opt.param.grad.abs().sum() == 0  # the critics are read, never pushed up
     assert sac.alpha_opt.param.grad.abs().sum() == 0
@@ -136,7 +136,7 @@ def test_temperature_follows_the_entropy():
 
 
 @pytest.mark.parametrize("p", [0.0, 0.01, 0.1])
-def test_dropout_drops_each_unit_at_the_configured_rate(p):
+def test_dropout_drops_units_at_the_configured_rate_anywhere(p):
     torch.manual_seed(5)
     sac, _ = build(False, sac_dropout=p)
     h = torch.rand(2, 256, 128) + 1.0  # never zero before dropout
@@ -144,14 +144,58 @@ def test_dropout_drops_each_unit_at_the_configured_rate(p):
     second = sac.critics.dropout(h.clone()) == 0
     n = h.numel()
     for zeros in (first, second):
-        # Every position within each group of four 16-bit draws too (a biased piece shows here).
-        for piece in range(4):
-            count = zeros.view(-1, 4)[:, piece].sum().item()
-            m = n // 4
-            assert abs(count - p * m) <= 5 * (p * (1 - p) * m) ** 0.5 + 1, (piece, count, p * m)
+        # round(p n) draws with replacement: p (1 - p / 2) of the units, give or take a few repeats.
+        assert abs(zeros.sum().item() - p * (1 - p / 2) * n) <= 3 * (p * p * n) ** 0.5 + 1, (zeros.sum(), p * n)
+        for quarter in zeros.view(4, -1):  # spread over the whole tensor, not bunched at its start
+            assert abs(quarter.sum().item() - zeros.sum().item() / 4) <= 5 * (p * n / 4) ** 0.5 + 1
     if p > 0:
         assert not torch.equal(first, second)  # fresh draws each call
         assert (first & second).sum().item() < 2 * p * first.sum().item() + 5  # independent, not one mask
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize(("critics", "p"), [(2, 0.0), (2, 0.2), (3, 0.05)])
+def test_the_critics_gradient_by_hand_is_autograds(discrete, critics, p):
+    torch.manual_seed(11)
+    sac, _ = build(discrete, sac_critics=critics, sac_dropout=p)
+    x = torch.randn(16, 4) * 2  # CartPole-v1 obs, or Pendulum-v1 obs and action
+    upstream = torch.randn(critics, 16, DIMS[discrete][1] if discrete else 1)  # any d loss / d q
+    torch.manual_seed(12)  # the same dropout draws for both
+    (sac.critics.q(x) * upstream).sum().backward()
+    by_autograd = sac.critic_opt.param.grad.clone()
+    sac.critic_opt.param.grad.fill_(7.0)  # backward() writes over whatever is there
+    torch.manual_seed(12)
+    q, tape = sac.critics.q_taped(x)
+    sac.critics.backward(tape, upstream)
+    torch.manual_seed(12)
+    assert torch.allclose(q, sac.critics.q(x), atol=1e-6)
+    assert by_autograd.abs().sum() > 0
+    assert torch.allclose(sac.critic_opt.param.grad, by_autograd, atol=1e-5), \
+        (sac.critic_opt.param.grad - by_autograd).abs().max()
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_a_steps_updates_read_the_policy_at_s_prime_as_each_would_alone(discrete):
+    # One pass of the policy over the critics-only updates' s' before the first actor turn, fresh ones after.
+    torch.manual_seed(13)
+    batch = random_batch(discrete, size=64)
+    turns = [False, False, True, False]  # the last reads the policy the third one moved
+    results = []
+    for together in (True, False):
+        torch.manual_seed(14)
+        sac, actor = build(discrete)
+        if not discrete:  # sampled actions at s': the same (zero) noise whatever the draw's size
+            sac.actor.noise = lambda shape, device: torch.zeros(*shape, 1)
+        if together:
+            metrics = list(sac.updates(batch, turns))
+        else:
+            parts = [TransitionBatch(*(x[16 * k:16 * (k + 1)] for x in batch)) for k in range(4)]
+            metrics = [sac.update(part, actor_turn) for part, actor_turn in zip(parts, turns, strict=True)]
+        results.append((metrics, snapshot(sac.critics, actor)))
+    (together, weights_together), (alone, weights_alone) = results
+    assert [set(m) for m in together] == [set(m) for m in alone] and "sac/actor_loss" in together[2]
+    assert together == alone
+    assert all(torch.equal(a, b) for a, b in zip(weights_together, weights_alone, strict=True))
 
 
 @pytest.mark.parametrize("discrete", [True, False])

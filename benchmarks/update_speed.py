@@ -6,10 +6,11 @@ an update is from its compute floor.
     python benchmarks/update_speed.py --threads 1 --algo model-free   # one SAC update instead
 
 Fills a replay buffer with random-action transitions of the real env, then times
-`Agent.update` on sampled batches (with `--algo model-free`, mbpo or hybrid: `Agent.update_sac`
-on `sac_batch` transitions, the update those algos run `sac_ratio` times per env step, timed an
-env step's worth at a time: the actor learns in `sac_actor_share` of them, the others train the
-critics alone, and a row gives their mean). The floor: the matrix-product FLOPs of one update
+`Agent.update` on sampled batches (with `--algo model-free`, mbpo or hybrid: SAC's updates on
+`sac_batch` transitions, which those algos run `sac_ratio` times per env step, timed an env
+step's worth at a time through `SAC.updates`, as the trainer runs them on real data: the actor
+learns in `sac_actor_share` of them, the others train the critics alone, and a row gives their
+mean). The floor: the matrix-product FLOPs of one update
 (torch.profiler's counts of aten::mm, addmm, bmm and matmul over a few profiled updates, forward
 and backward) divided by the measured rate of one matrix product of the shape that carries most
 of those FLOPs, at the same thread count.
@@ -147,8 +148,8 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30, algo:
         if algo == "dreamer":
             agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
         else:
-            for actor in turns:
-                agent.update_sac(buffer.sample_transitions(ln.sac_batch, rng, device), actor)
+            for _ in agent.sac.updates(buffer.sample_transitions(ln.sac_batch * len(turns), rng, device), turns):
+                pass  # as the trainer runs them on real data: one draw, one pass of the policy over s
 
     per_call = 1 if algo == "dreamer" else len(turns)
     for _ in range(3):  # warm-up

@@ -263,17 +263,25 @@ class Trainer:
                                                                  allowed.branch_length))
         st.sac_owed += ln.sac_ratio
         st.actor_owed += ln.sac_ratio * ln.sac_actor_share
-        for actor in actor_turns(math.floor(st.sac_owed), st.actor_owed):
-            began = time.perf_counter()
-            if allowed is None or allowed.branch_length == 0:
-                batch = self.buffer.sample_transitions(ln.sac_batch, self.rng, device, ln.sac_nstep, ln.sac_discount)
-            else:
-                batch = branched.mixed_batch(self.buffer, self.model_buffer, ln.sac_batch, allowed.real_share,
-                                             self.rng, device, ln.sac_nstep, ln.sac_discount)
-            metrics = self._counted(self.agent.update_sac(batch, actor))
+        turns = actor_turns(math.floor(st.sac_owed), st.actor_owed)
+        if not turns:  # sac_ratio below 1: not this step
+            return
+        began = time.perf_counter()
+        if allowed is None or allowed.branch_length == 0:  # real data only: the step's batches in one draw
+            batch = self.buffer.sample_transitions(ln.sac_batch * len(turns), self.rng, device, ln.sac_nstep,
+                                                   ln.sac_discount)
+            made = self.agent.sac.updates(batch, turns)
+        else:
+            made = (self.agent.update_sac(branched.mixed_batch(
+                self.buffer, self.model_buffer, ln.sac_batch, allowed.real_share, self.rng, device, ln.sac_nstep,
+                ln.sac_discount), actor) for actor in turns)
+        for actor, metrics in zip(turns, made, strict=True):
+            metrics = self._counted(metrics)
             if metrics is not None:
                 st.pending.append(metrics)
-            self.costs.add("update", time.perf_counter() - began)
+            now = time.perf_counter()
+            self.costs.add("update", now - began)
+            began = now
             st.sac_owed -= 1.0
             st.actor_owed -= actor
 

@@ -36,6 +36,7 @@ from torch.profiler import ProfilerActivity, profile
 from dreamercli.agent import Agent
 from dreamercli.buffer import random_replay
 from dreamercli.config import ALGOS, from_preset, with_overrides
+from dreamercli.learners import novelty
 from dreamercli.learners.sac import actor_turns
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -127,7 +128,7 @@ def matmul_gflops(a_shape: tuple, b_shape: tuple, repeats: int = 5, seconds: flo
     return flops * n / statistics.median(timings) / 1e9
 
 
-def measure(env_id: str, threads: int, overrides: dict, updates: int = 30, algo: str = "dreamer") -> dict:
+def measure(env_id: str, threads: int, overrides: dict, updates: int = 20, algo: str = "dreamer") -> dict:
     """Time updates and single-observation actions for one env and thread count; the floor."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -143,21 +144,33 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30, algo:
     # SAC's unit is an env step's updates: the actor learns in its share of them, the rest train
     # the critics alone; ms per update is that step's time over its updates.
     turns = actor_turns(math.floor(ln.sac_ratio), ln.sac_ratio * ln.sac_actor_share)
+    bonus = agent.sac.novelty if agent.sac is not None else None
+    if bonus is not None:  # paid or not as the trainer decides from the replay (random data: ends or varied rewards)
+        n = len(buffer)
+        bonus.paying = novelty.pays(buffer.rewards[:n], buffer.terminated[:n], ln.sac_novelty)
 
     def update() -> None:
+        if bonus is not None:
+            bonus.fit_due = True  # each env step's first update fits the predictor, as in the trainer
         if algo == "dreamer":
             agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
+        elif not hasattr(agent.sac, "updates"):  # a commit before f972ed3, timed through PYTHONPATH
+            for actor in turns:
+                agent.update_sac(buffer.sample_transitions(ln.sac_batch, rng, device), actor)
         else:
             for _ in agent.sac.updates(buffer.sample_transitions(ln.sac_batch * len(turns), rng, device), turns):
                 pass  # as the trainer runs them on real data: one draw, one pass of the policy over s
 
     per_call = 1 if algo == "dreamer" else len(turns)
-    for _ in range(3):  # warm-up
+    for _ in range(10):  # warm-up: the allocator and caches settle over the first calls
         update()
-    start = time.perf_counter()
-    for _ in range(updates):
-        update()
-    update_ms = (time.perf_counter() - start) / updates / per_call * 1000
+    blocks = []
+    for _ in range(5):  # the median of five blocks: a noisy neighbour shifts one, not the figure
+        start = time.perf_counter()
+        for _ in range(updates):
+            update()
+        blocks.append(time.perf_counter() - start)
+    update_ms = statistics.median(blocks) / updates / per_call * 1000
     start = time.perf_counter()
     for _ in range(500):
         agent.act(obs)
@@ -168,7 +181,7 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 30, algo:
     floor_ms = flops / (gflops * 1e9) * 1000
     breakdown = {k: round(v / per_call, 2) for k, v in time_by_kind(update).items()}
     return {"breakdown_ms": breakdown, "env": env_id, "algo": algo, "threads": threads,
-            "update_ms": round(update_ms, 1), "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
+            "update_ms": round(update_ms, 2), "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
             "matmul_shape": f"{'x'.join(map(str, a_shape))} @ {'x'.join(map(str, b_shape))}",
             "matmul_gflops": round(gflops, 1), "floor_ms": round(floor_ms, 2),
             "update_over_floor": round(update_ms / floor_ms, 1), "overrides": overrides}

@@ -82,7 +82,11 @@ class QEnsemble(nn.Module):
         mask over every unit took three passes over h (draw, compare, fill) that cost a fifth of a
         critics-only update. A unit drawn twice drops once, so the rate is p (1 - p / 2), and the
         count is fixed where a mask's would vary by sqrt(n p); DroQ asks a little noise of each
-        unit, not its exact law. No 1/(1-p) rescale: the LayerNorm right after would undo it.
+        unit, not its exact law. Tried once before (ee75274) and reverted on a ten-seed A/B against
+        a mask that, as found later, dropped at 0.75 p; against a mask at the right rate, on the
+        same code, both reached CartPole-v1's 475 at a median 1,500 env steps over seeds 0-9
+        (benchmarks/results/screens/2026-11-27-sac-by-hand). No 1/(1-p) rescale: the LayerNorm
+        right after would undo it.
         """
         count = round(self.rate * h.numel())
         return torch.randint(h.numel(), (count,), device=h.device) if count else None
@@ -133,8 +137,8 @@ class QEnsemble(nn.Module):
         """d loss / d weights from d loss / d q (E, B, out) along q_taped's tape, written over each .grad.
 
         By hand: the chain rule of three small layers is a dozen ops, and autograd's graph,
-        saved tensors and engine cost more than they do on this CPU (a critics-only update
-        1.5 -> 1.3 ms before dropout was cheapened, CartPole-v1, one thread).
+        saved tensors and engine cost more than they do on this CPU (a critics-only update on
+        CartPole-v1, one thread: 1.52 -> 1.28 ms from this alone, before dropout got cheaper).
         """
         h = tape[-1]
         w, b = self.layers[-1]

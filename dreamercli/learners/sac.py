@@ -101,7 +101,8 @@ class QEnsemble(nn.Module):
     @staticmethod
     def output(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The output layer, h (E, B, H) @ w (E, H, O) + b, as the transposed product (w^T h^T)^T: with
-        a narrow O, bmm runs that one about twice as fast (CartPole-v1's O = 2, one thread)."""
+        a narrow O, bmm runs that one faster (the layer, its copy and bias included: 11.9 against
+        20.7 us at CartPole-v1's O = 2, one thread)."""
         return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2).contiguous(), h.transpose(1, 2)).transpose(1, 2)
 
     def q(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
@@ -307,8 +308,8 @@ class SAC(nn.Module):
 
         The critics-only updates before the first actor turn read the policy at s' from one pass
         over all their batches: the actor does not move before then, so each reads what it would
-        have computed alone, at one call instead of nine (a third of a millisecond per env step on
-        CartPole-v1, one thread).
+        have computed alone, at one call instead of nine (one thread: nine passes over 128 rows took
+        0.90 ms on CartPole-v1 and 1.32 ms on Pendulum-v1, one over 1,152 rows 0.37 and 0.39 ms).
         """
         size = batch.rewards.shape[0] // len(turns)
         parts = [TransitionBatch(*(x[k * size:(k + 1) * size] for x in batch)) for k in range(len(turns))]

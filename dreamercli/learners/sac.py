@@ -236,11 +236,12 @@ class SAC(nn.Module):
         return actions, self.actor.squashed_log_prob(actions, std, noise)
 
     def losses(self, batch: TransitionBatch, actor: bool = True,
-               next_policy: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[
+               next_policy: tuple[torch.Tensor, torch.Tensor] | None = None,
+               features: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[
             dict[str, torch.Tensor], dict[str, torch.Tensor], Callable[[], None]]:
         """Critic, actor and temperature losses at the current weights (actor=False: the critics' alone),
         metrics, and the critics' backward pass. next_policy: next_policy() of the batch, already
-        computed (critics-only updates).
+        computed (critics-only updates); features: features() of its obs and next_obs, already computed.
 
         q_loss carries no graph: its gradient is taken by hand (QEnsemble.backward), which the
         returned function writes into the critics' .grad. The actor's and temperature's losses
@@ -249,8 +250,12 @@ class SAC(nn.Module):
         anything steps.
         """
         B = batch.rewards.shape[0]
-        feats = self.features(torch.cat([batch.obs, batch.next_obs]))  # (2B, obs)
-        f, f_next = feats[:B], feats[B:]
+        if features is None:
+            feats = self.features(torch.cat([batch.obs, batch.next_obs]))  # (2B, obs)
+            f, f_next = feats[:B], feats[B:]
+        else:  # elementwise, so a slice of the step's features is this batch's
+            f, f_next = features
+            feats = torch.cat(features) if actor else None
         alpha = self.log_alpha.exp().detach()
         rewards, keep, extra = self.bootstrap(batch)
         if self.discrete:
@@ -314,17 +319,20 @@ class SAC(nn.Module):
         size = batch.rewards.shape[0] // len(turns)
         parts = [TransitionBatch(*(x[k * size:(k + 1) * size] for x in batch)) for k in range(len(turns))]
         lead = turns.index(True) if True in turns else len(turns)
-        shared = self.next_policy(self.features(batch.next_obs[:lead * size])) if lead > 1 else None
+        # The features too, once for the step: five ops an update less (symlog is elementwise).
+        f_all, f_next_all = self.features(batch.obs), self.features(batch.next_obs)
+        shared = self.next_policy(f_next_all[:lead * size]) if lead > 1 else None
         for k, (part, actor) in enumerate(zip(parts, turns, strict=True)):
-            next_policy = None if k >= lead or shared is None else \
-                tuple(x[k * size:(k + 1) * size] for x in shared)
-            yield self.update(part, actor, next_policy)
+            rows = slice(k * size, (k + 1) * size)
+            next_policy = None if k >= lead or shared is None else tuple(x[rows] for x in shared)
+            yield self.update(part, actor, next_policy, (f_all[rows], f_next_all[rows]))
 
     def update(self, batch: TransitionBatch, actor: bool = True,
-               next_policy: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float] | None:
+               next_policy: tuple[torch.Tensor, torch.Tensor] | None = None,
+               features: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float] | None:
         """One step of critics (and with actor, of actor and temperature), then the targets; None on a NaN/inf."""
-        losses, metrics, critics_backward = self.losses(batch, actor, next_policy)
-        total = sum(losses.values())
+        losses, metrics, critics_backward = self.losses(batch, actor, next_policy, features)
+        total = losses["q_loss"] if len(losses) == 1 else sum(losses.values())
         if not math.isfinite(total.item()):
             return None  # e.g. a NaN reward: no backward, no step
         opts = [self.critic_opt]

@@ -48,8 +48,9 @@ def critics_step(weights: list, targets: list, exp_avg: list, exp_avg_sq: list, 
             pre = pre.reshape(-1).index_fill(0, drop, 0.0).view_as(pre)
             centred = pre - pre.mean(-1, keepdim=True)
             rstd = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + 1e-5)
-            out = (centred * rstd).relu()
-            tape.append((h, drop, centred * rstd, rstd, out))
+            normed = centred * rstd
+            out = normed.relu()
+            tape.append((h, drop, normed, rstd, out))
             h = out
         return torch.baddbmm(params[-1], h, params[-2]), tape, h
 

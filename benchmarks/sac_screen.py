@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from dreamercli.envs import encode_action, make_env, random_action, spec_of, threshold_of, to_env_action
-from dreamercli.learners.imagination import Actor
+from dreamercli.learners.policy import Actor
 from dreamercli.learners.sac import GRAD_CLIP, SAC, SACSettings, TransitionBatch
 from dreamercli.optim import FlatAdam
 

@@ -1,19 +1,15 @@
-"""Milliseconds of one agent update (world model + imagination) and of one action, and how far
-an update is from its compute floor.
+"""Milliseconds of one agent update and of one action, and how far an update is from its compute floor.
 
     python benchmarks/update_speed.py                 # default preset, 1 and 2 threads
     python benchmarks/update_speed.py --threads 1 --set hidden_dim=64
     python benchmarks/update_speed.py --threads 1 --algo model-free   # one SAC update instead
 
-Fills a replay buffer with random-action transitions of the real env, then times
-`Agent.update` on sampled batches (with `--algo model-free`, mbpo or hybrid: SAC's updates on
-`sac_batch` transitions, which those algos run `sac_ratio` times per env step, timed an env
-step's worth at a time through `SAC.updates`, as the trainer runs them on real data: the actor
-learns in `sac_actor_share` of them, the others train the critics alone, and a row gives their
-mean). The floor: the matrix-product FLOPs of one update
-(torch.profiler's counts of aten::mm, addmm, bmm and matmul over a few profiled updates, forward
-and backward) divided by the measured rate of one matrix product of the shape that carries most
-of those FLOPs, at the same thread count.
+Fills a replay buffer with random-action transitions of the real env, then times env steps of
+learning as the trainer runs them (`Agent.learn`: the composition's world-model updates, imagination
+and SAC updates, the actor in `sac_actor_share` of them), and a row gives the mean per update.
+The floor: the matrix-product FLOPs of one update (torch.profiler's counts of aten::mm, addmm,
+bmm and matmul over a few profiled updates, forward and backward) divided by the measured rate
+of one matrix product of the shape that carries most of those FLOPs, at the same thread count.
 "update / floor" is how many times slower the update runs than that: the rest is small
 products, elementwise ops, optimiser steps and Python. Results print as a table and go to
 benchmarks/results/update_speed.json.
@@ -36,8 +32,6 @@ from torch.profiler import ProfilerActivity, profile
 from dreamercli.agent import Agent
 from dreamercli.buffer import random_replay
 from dreamercli.config import ALGOS, from_preset, with_overrides
-from dreamercli.learners import novelty
-from dreamercli.learners.sac import actor_turns
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")
@@ -137,49 +131,39 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 20, algo:
     rng = np.random.default_rng(0)
     agent = Agent(config, spec)
     obs = np.zeros(spec.obs_dim, np.float32)
-    device = torch.device("cpu")
-    wm, tr = config.world_model, config.train
-
-    ln = config.learner
-    # SAC's unit is an env step's updates: the actor learns in its share of them, the rest train
-    # the critics alone; ms per update is that step's time over its updates.
-    turns = actor_turns(math.floor(ln.sac_ratio), ln.sac_ratio * ln.sac_actor_share)
-    bonus = agent.sac.novelty if agent.sac is not None else None
-    if bonus is not None:  # paid or not as the trainer decides from the replay (random data: ends or varied rewards)
-        n = len(buffer)
-        bonus.paying = novelty.pays(buffer.rewards[:n], buffer.terminated[:n], ln.sac_novelty)
+    # The unit is an env step's learning, as the trainer runs it (Agent.learn on the replay, past the
+    # prefill): a world-model update per 1 / train_ratio env steps, sac_ratio SAC updates per env step;
+    # ms per update is the time over the updates it made.
+    step = config.train.prefill + 1
+    made = [0]
 
     def update() -> None:
-        if bonus is not None:
-            bonus.fit_due = True  # each env step's first update fits the predictor, as in the trainer
-        if algo == "dreamer":
-            agent.update(buffer.sample(tr.batch_size, wm.seq_len, rng, device))
-        elif not hasattr(agent.sac, "updates"):  # a commit before f972ed3, timed through PYTHONPATH
-            for actor in turns:
-                agent.update_sac(buffer.sample_transitions(ln.sac_batch, rng, device), actor)
-        else:
-            for _ in agent.sac.updates(buffer.sample_transitions(ln.sac_batch * len(turns), rng, device), turns):
-                pass  # as the trainer runs them on real data: one draw, one pass of the policy over s
+        for _ in agent.learn(buffer, step, rng):
+            made[0] += 1
 
-    per_call = 1 if algo == "dreamer" else len(turns)
     for _ in range(10):  # warm-up: the allocator and caches settle over the first calls
         update()
     blocks = []
     for _ in range(5):  # the median of five blocks: a noisy neighbour shifts one, not the figure
+        made[0] = 0
         start = time.perf_counter()
-        for _ in range(updates):
+        while made[0] < updates:
             update()
-        blocks.append(time.perf_counter() - start)
-    update_ms = statistics.median(blocks) / updates / per_call * 1000
+        blocks.append((time.perf_counter() - start) / made[0])
+    update_ms = statistics.median(blocks) * 1000
     start = time.perf_counter()
     for _ in range(500):
         agent.act(obs)
     act_ms = (time.perf_counter() - start) / 500 * 1000
-    flops, (a_shape, b_shape) = update_flops(update)
-    flops /= per_call
+    # The profilers give figures per call (env step); an env step made made / calls updates.
+    made[0] = 0
+    flops, (a_shape, b_shape) = update_flops(update, profiled=3)
+    flops *= 3 / made[0]
     gflops = matmul_gflops(a_shape, b_shape)
     floor_ms = flops / (gflops * 1e9) * 1000
-    breakdown = {k: round(v / per_call, 2) for k, v in time_by_kind(update).items()}
+    made[0] = 0
+    kinds = time_by_kind(update, profiled=5)
+    breakdown = {k: round(v * 5 / made[0], 2) for k, v in kinds.items()}
     return {"breakdown_ms": breakdown, "env": env_id, "algo": algo, "threads": threads,
             "update_ms": round(update_ms, 2), "act_ms": round(act_ms, 3), "update_mflop": round(flops / 1e6, 1),
             "matmul_shape": f"{'x'.join(map(str, a_shape))} @ {'x'.join(map(str, b_shape))}",
@@ -193,7 +177,7 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--set", nargs="*", default=[], help="config overrides as field=value")
     parser.add_argument("--algo", default="dreamer", choices=ALGOS,
-                        help="dreamer: Agent.update; the others: one SAC update (Agent.update_sac)")
+                        help="the composition whose env step of learning (Agent.learn) is timed")
     parser.add_argument("--out", type=Path, default=RESULTS / "update_speed.json", help="JSON file to write")
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}

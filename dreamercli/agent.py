@@ -1,24 +1,55 @@
-"""The agent: world model plus actor-critic, acting on observations and learning from replay."""
+"""The agent: one table of compositions (algo -> world model and learners), acting, and learning a step.
+
+Every `--algo` is a row of COMPOSITIONS; nothing else in the package compares the algo string.
+The loop hands the agent its real replay once per env step (`learn`) and each fresh transition
+(`observe`); which networks learn, and from what, is the composition's business.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from .buffer import SequenceBatch, TransitionBatch
+from .buffer import ReplayBuffer
 from .config import Config
 from .envs import EnvSpec
-from .learners.imagination import Actor, ActorCritic
+from .learners.hybrid import HybridLearner
+from .learners.imagination import ActorCritic, ImaginationLearner
+from .learners.off_policy import OffPolicyLearner, Update
+from .learners.policy import Actor
 from .learners.sac import SAC
+from .learners.world_model import ModelLearner
 from .models import WorldModel
 from .nets import symlog
 from .optim import FlatAdam
 from .streams import ModelStream
 
-GRAD_CLIP = {"world_model": 100.0, "actor": 100.0, "critic": 100.0}
+GRAD_CLIP = {"actor": 100.0, "critic": 100.0}
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What an algo is made of."""
+
+    world_model: bool  # learns a world model of the env
+    reads_latent: bool  # the policy reads the model's latent (else symlog observations)
+    imagination: bool  # the policy learns in imagination (hybrid: as far as the guard trusts the model)
+    off_policy: bool  # the policy learns by SAC on replayed transitions
+    branching: bool  # ... on branched model rollouts too, behind the trust guard, the model on a stream of its own
+
+
+COMPOSITIONS = {
+    "dreamer": Composition(world_model=True, reads_latent=True, imagination=True, off_policy=False, branching=False),
+    "model-free": Composition(world_model=False, reads_latent=False, imagination=False, off_policy=True,
+                              branching=False),
+    "mbpo": Composition(world_model=True, reads_latent=False, imagination=False, off_policy=True, branching=True),
+    "hybrid": Composition(world_model=True, reads_latent=False, imagination=True, off_policy=True, branching=True),
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,48 +62,50 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Agent(nn.Module):
-    """One world model (none for model-free) composed with its learners, by config.algo.
+    """One world model (or none) and one policy, with the learners that train them, as config.algo composes."""
 
-    - dreamer: the actor reads latents and learns in imagination only.
-    - model-free: the actor reads observations and learns by SAC on real transitions.
-    - mbpo: as model-free, on real and branched model transitions (learners/branched.py).
-    - hybrid: one actor reading observations, trained by SAC on real and branched data and by
-      the imagination actor-critic on decoded latents; the model-trust guard sets how much.
-    """
-
-    def __init__(self, config: Config, spec: EnvSpec, device: torch.device | str = "cpu",
-                 model_stream: ModelStream | None = None):
-        """model_stream: where mbpo's and hybrid's model parts draw their initial weights (streams.py);
-        without it, from torch's global generator like the rest."""
+    def __init__(self, config: Config, spec: EnvSpec, device: torch.device | str = "cpu"):
         super().__init__()
         self.config, self.spec = config, spec
-        wm, ac, ln, algo = config.world_model, config.actor_critic, config.learner, config.algo
+        self.parts = parts = COMPOSITIONS[config.algo]
+        wm, ac, ln = config.world_model, config.actor_critic, config.learner
         self.device = torch.device(device)
-        model_draws = model_stream.active if model_stream is not None else contextlib.nullcontext
-        with model_draws():
-            self.world_model = None if algo == "model-free" else WorldModel(wm, spec.obs_dim, spec.action_dim)
-        obs_actor = None if algo == "dreamer" else Actor(spec.obs_dim, ln.sac_hidden, spec.action_dim,
-                                                         spec.discrete, ln.sac_layers)
-        if algo in ("dreamer", "hybrid"):
-            with model_draws():  # hybrid: the imagination critic is model work; the actor exists already
+        # Beside an off-policy learner the model draws from a stream of its own (streams.py).
+        self.stream = ModelStream(config.train.seed, self.device) if parts.branching else None
+        with self.model_draws():
+            self.world_model = WorldModel(wm, spec.obs_dim, spec.action_dim) if parts.world_model else None
+        obs_actor = None if parts.reads_latent else Actor(spec.obs_dim, ln.sac_hidden, spec.action_dim,
+                                                          spec.discrete, ln.sac_layers)
+        if parts.imagination:
+            with self.model_draws():  # the imagination critic is model work; an observation actor exists already
                 self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
                                                 wm.hidden_layers, actor=obs_actor)
             self.actor = None
         else:
             self.actor_critic, self.actor = None, obs_actor
         self.to(self.device)
-        # After .to(device): the optimisers pack each network's parameters into flat tensors.
-        self.wm_opt = None if self.world_model is None else FlatAdam(self.world_model, wm.wm_lr,
-                                                                      GRAD_CLIP["world_model"])
-        self.actor_opt = FlatAdam(self.policy, ac.actor_lr if algo == "dreamer" else ln.sac_lr, GRAD_CLIP["actor"])
-        # The imagination path's steps on the policy: dreamer's one optimiser; for hybrid a twin
-        # at actor_lr with its own moments, so that SAC's and imagination's gradients, whose
-        # scales differ, do not set each other's step size.
-        self.imag_actor_opt = self.actor_opt.twin(ac.actor_lr) if algo == "hybrid" else self.actor_opt
-        self.critic_opt = None if self.actor_critic is None else FlatAdam(self.actor_critic.critic, ac.critic_lr,
-                                                                           GRAD_CLIP["critic"])
-        self.sac = None if algo == "dreamer" else SAC(ln, spec.obs_dim, spec.action_dim, spec.discrete,
-                                                       self.policy, self.actor_opt)
+        # The learners, after .to(device): their optimisers pack each network's parameters into flat tensors.
+        self.actor_opt = FlatAdam(self.policy, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
+        self.sac = SAC(ln, spec.obs_dim, spec.action_dim, spec.discrete, self.policy, self.actor_opt) \
+            if parts.off_policy else None
+        self.off_policy: OffPolicyLearner | None = None
+        if parts.branching:
+            self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
+                                            spec.obs_dim, spec.action_dim, self.model_draws)
+        elif parts.off_policy:
+            self.off_policy = OffPolicyLearner(self.sac, ln, self.device)
+        self.imagination = None
+        if parts.imagination:
+            # Beside SAC, imagination steps the policy with a twin optimiser at actor_lr and moments of its
+            # own, so that the two learners' gradients, whose scales differ, do not set each other's steps.
+            imag_opt = self.actor_opt.twin(ac.actor_lr) if parts.off_policy else self.actor_opt
+            self.imagination = ImaginationLearner(
+                self.actor_critic, self.world_model, spec.discrete, self.imagined_input, imag_opt,
+                FlatAdam(self.actor_critic.critic, ac.critic_lr, GRAD_CLIP["critic"]))
+        # hybrid imagines after as many model updates as the guard's trust allows; dreamer after each.
+        imagine_due = self.off_policy.imagine_due if parts.branching else lambda: True
+        self.model_learner = None if self.world_model is None else ModelLearner(
+            self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due)
 
     @property
     def policy(self) -> Actor:
@@ -80,10 +113,19 @@ class Agent(nn.Module):
         return self.actor_critic.actor if self.actor_critic is not None else self.actor
 
     def policy_input(self, obs: torch.Tensor) -> torch.Tensor:
-        """What the policy reads: the posterior mean (dreamer) or symlog observations."""
-        if self.config.algo == "dreamer":
-            return self.world_model.encode_mean(obs)
-        return symlog(obs)
+        """What the policy reads of an observation: the posterior mean, or symlog observations."""
+        return self.world_model.encode_mean(obs) if self.parts.reads_latent else symlog(obs)
+
+    def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the policy reads of an imagined latent: z itself, or its decoding in symlog units."""
+        return z if self.parts.reads_latent else self.world_model.decoder(z)
+
+    def model_draws(self, rng: np.random.Generator | None = None
+                    ) -> contextlib.AbstractContextManager[np.random.Generator | None]:
+        """The generators of world-model work: the model's own stream where it has one, else rng."""
+        return self.stream.active() if self.stream is not None else contextlib.nullcontext(rng)
+
+    # -- acting ----------------------------------------------------------------------------------
 
     def act(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None) -> np.ndarray:
         """The agent-side action for one observation: an index, or a vector in [-1, 1].
@@ -110,130 +152,72 @@ class Agent(nn.Module):
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
 
-    def update_sac(self, batch: TransitionBatch, actor: bool = True) -> dict[str, float] | None:
-        """One off-policy update on a batch of transitions (actor: the policy's too); None if skipped (NaN or inf)."""
-        return self.sac.update(batch, actor)
+    # -- learning --------------------------------------------------------------------------------
 
-    def update(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float] | None:
-        """One gradient step of the world model, then (with behave) of the actor and critic.
+    def observe(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, terminated: bool,
+                truncated: bool) -> None:
+        """A fresh real transition (encoded action), before any update has trained on it."""
+        if isinstance(self.off_policy, HybridLearner):
+            self.off_policy.observe(obs, action, next_obs, terminated, truncated)
 
-        None when a loss or gradient was NaN or inf: that update changed no weight.
-        """
-        metrics, post = self.update_world_model(batch)
-        if metrics is None:
-            return None  # its latents would carry the NaN into the actor-critic too
-        # -- actor-critic in imagination from replayed latents ---------------------------------
-        if behave:
-            ac_metrics = self.behave(post.detach().flatten(0, 1))
-            if ac_metrics is None:
-                return None
-            metrics.update(ac_metrics)
-        return metrics
+    def learn(self, replay: ReplayBuffer, step: int, rng: np.random.Generator) -> Iterator[Update]:
+        """Env step `step`'s updates in order (the model's, then the off-policy learner's), each yielded as
+        (kind, metrics) as it is made: kind 'pretrain' or 'update', metrics None where NaN skipped it."""
+        if self.model_learner is not None:
+            yield from self.model_learner.learn(replay, step, rng)
+        if self.off_policy is not None and step >= self.config.train.prefill:
+            yield from self.off_policy.learn(replay, rng)
 
-    def update_world_model(self, batch: SequenceBatch) -> tuple[dict[str, float] | None, torch.Tensor | None]:
-        """One gradient step of the world model on replayed sequences: its metrics and posterior latents."""
-        losses, wm_metrics, post = self.world_model.loss(*batch)
-        total = sum(losses.values())
-        self.wm_opt.zero_grad()
-        total.backward()
-        if not self.wm_opt.step():
-            return None, None
-        metrics = {f"wm/{k}": v.item() for k, v in losses.items()}
-        metrics["wm/loss"] = total.item()
-        metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
-        return metrics, post
+    def learner_metrics(self) -> dict[str, float]:
+        """What the learners allow right now, for the log rows (the trust guard's hybrid/... keys)."""
+        return self.off_policy.metrics() if isinstance(self.off_policy, HybridLearner) else {}
 
-    def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
-        """What the policy reads of an imagined latent: z itself, or (hybrid) its decoding in symlog units."""
-        return z if self.config.algo == "dreamer" else self.world_model.decoder(z)
-
-    def behave(self, latents: torch.Tensor) -> dict[str, float] | None:
-        """Imagine from a random subset of latents (N, latent); update actor, then critic."""
-        ac_cfg = self.config.actor_critic
-        ac, wm = self.actor_critic, self.world_model
-        n = min(ac_cfg.imag_starts, latents.shape[0])
-        starts = latents[torch.randperm(latents.shape[0], device=latents.device)[:n]]
-        discrete = self.spec.discrete
-        noise = ac.actor.noise((ac_cfg.horizon, n), latents.device)  # (H, N, 1 or act)
-        stds: list[torch.Tensor | None] = []
-        act = ac.actor.rollout_policy()
-
-        def policy(z: torch.Tensor) -> torch.Tensor:
-            # The actor sees a detached latent; continuous actions carry gradients into the
-            # next latents (dynamics backpropagation). Log-probs are scored after the rollout.
-            action, std = act(self.imagined_input(z.detach()), noise[len(stds)])
-            stds.append(std)
-            return action
-
-        wm.requires_grad_(False)  # the model is a fixed simulator for the actor
-        try:
-            # Discrete actions learn by REINFORCE, which needs no graph through the rollout:
-            # roll out without one, then score all (H, N) actions in a single actor call.
-            with torch.no_grad() if discrete else contextlib.nullcontext():
-                traj = wm.imagine(starts, policy, ac_cfg.horizon, sample=self.imagine_samples())
-            z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
-            reward = wm.reward(z, a)  # (H, N)
-            novelty = None if wm.disagreement is None else wm.disagreement.bonus(z, a)
-            if novelty is not None:
-                reward = reward + wm.cfg.novelty * novelty
-            cont = wm.cont(traj.latents[1:])  # (H, N): does the episode go on after step t?
-            returns, values = ac.returns(reward, cont, traj.latents)  # (H, N), (H + 1, N)
-        finally:
-            wm.requires_grad_(True)
-        if discrete:
-            with torch.no_grad():  # the decoder is part of the fixed simulator
-                seen = self.imagined_input(z)
-            logp, entropy = ac.actor.log_prob(seen, a)  # (H, N)
-        else:
-            logp = ac.actor.squashed_log_prob(a, torch.stack(stds), noise)  # (H, N)
-            entropy = -logp  # single-sample entropy estimate of the squashed Gaussian
-        # The chance of still being in the episode at step t weighs that step's losses.
-        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()
-        scale = ac.return_scale(returns)
-        baseline = values[:-1].detach()
-        actor_loss = ac.actor_loss(returns, baseline, logp, entropy, weight, scale)
-        critic_loss = ac.critic_loss(z, returns, weight)
-        # One backward pass for both: their parameters are disjoint and the critic reads
-        # detached inputs, so each gets exactly the gradient of its own loss.
-        actor_opt = self.imag_actor_opt
-        actor_opt.zero_grad()
-        self.critic_opt.zero_grad()
-        (actor_loss + critic_loss).backward()
-        # Both or neither: a half step would let the actor follow a critic that did not move.
-        actor_ok = bool(torch.isfinite(actor_opt.param.grad).all())
-        if not (actor_ok and self.critic_opt.step()):
-            actor_opt.zero_grad()
-            return None
-        actor_opt.step()
-        ac.update_slow_critic()
-        return {
-            "ac/actor_loss": actor_loss.item(),
-            "ac/critic_loss": critic_loss.item(),
-            "ac/entropy": entropy.mean().item(),
-            "ac/imagined_return": returns.mean().item(),
-            "ac/imagined_reward": reward.mean().item(),
-            "ac/return_scale": scale.item(),
-            **({} if novelty is None else {"ac/novelty": novelty.mean().item()}),
-        }
-
-    def imagine_samples(self) -> bool:
-        """Whether imagination samples latents from the prior or follows its means.
-
-        auto: means for discrete actions, whose score-function gradient only grows noisier
-        with latent noise; samples for continuous ones, whose gradients through the model
-        otherwise find action sequences that exploit its errors (Pendulum: measured in README).
-        """
-        noise = self.config.actor_critic.imag_noise
-        return noise == "sample" or (noise == "auto" and not self.spec.discrete)
+    # -- state -----------------------------------------------------------------------------------
 
     def optimisers(self) -> dict[str, FlatAdam]:
         """The optimisers by stable name (part of the checkpoint format)."""
-        opts = {"world_model": self.wm_opt, "actor": self.actor_opt, "critic": self.critic_opt}
-        if self.imag_actor_opt is not self.actor_opt:
-            opts["actor_imagination"] = self.imag_actor_opt
+        opts = {"world_model": None if self.model_learner is None else self.model_learner.opt, "actor": self.actor_opt}
+        if self.imagination is not None:
+            opts["critic"] = self.imagination.critic_opt
+            if self.imagination.actor_opt is not self.actor_opt:
+                opts["actor_imagination"] = self.imagination.actor_opt
         if self.sac is not None:
             opts.update(self.sac.optimisers())
         return {k: v for k, v in opts.items() if v is not None}
+
+    def buffers(self) -> dict[str, ReplayBuffer]:
+        """The learners' own replay by checkpoint name (branched transitions)."""
+        return {"model_replay": self.off_policy.model_buffer} if isinstance(self.off_policy, HybridLearner) else {}
+
+    def counters(self) -> dict[str, float]:
+        """The learners' carried-over counters, saved with the loop's state."""
+        found: dict[str, float] = {}
+        for learner in (self.model_learner, self.off_policy):
+            if learner is not None:
+                found.update(learner.counters())
+        return found
+
+    def load_counters(self, state: dict[str, float]) -> None:
+        """Restore counters() from a checkpoint's state."""
+        for learner in (self.model_learner, self.off_policy):
+            if learner is not None:
+                learner.load_counters(state)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The trust guard's window and the model stream's position, by full checkpoint name."""
+        found = {}
+        if isinstance(self.off_policy, HybridLearner):
+            found.update({f"guard/{k}": v for k, v in self.off_policy.guard.state_tensors().items()})
+        if self.stream is not None:
+            found.update({f"stream/{k}": v for k, v in self.stream.state_tensors().items()})
+        return found
+
+    def load_state_tensors(self, part: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Restore state_tensors(), given each prefix's tensors ({'guard': ..., 'stream': ...})."""
+        if isinstance(self.off_policy, HybridLearner):
+            self.off_policy.guard.load_state_tensors(part["guard"], self.device)
+        if self.stream is not None:
+            self.stream.load_state_tensors(part["stream"])
 
     def finite(self) -> bool:
         """Whether every weight (and slow copy) is a finite number."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import signal
 import threading
 import time
@@ -25,11 +24,7 @@ from .config import Config, to_dict, validate, with_overrides
 from .envs import EnvError, encode_action, make_env, spec_of, step_limit, threshold_of, to_env_action
 from .evaluation import EVAL_SEED_OFFSET, evaluate_policy
 from .exploration import EpisodeNoise, random_action_from
-from .learners import branched, novelty
-from .learners.sac import actor_turns
-from .learners.trust import TrustGuard
 from .progress import CostModel, Progress
-from .streams import ModelStream
 
 MAX_SKIPS_IN_A_ROW = 50  # updates with NaN/inf in a row before a run is called diverged
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
@@ -44,10 +39,6 @@ class LoopState:
     updates: int = 0
     episode: int = 0
     episode_return: float = 0.0
-    owed: float = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
-    sac_owed: float = 0.0  # SAC updates due (sac_ratio per env step)
-    actor_owed: float = 0.0  # of those, updates that train the actor too (sac_ratio * sac_actor_share per env step)
-    imag_owed: float = 0.0  # hybrid: imagination updates due (imag_weight per world-model update)
     best: float | None = None
     solved_at: int | None = None
     last_eval: float | None = None
@@ -79,16 +70,8 @@ class Trainer:
         self.spec = spec_of(self.env)
         self.noise = EpisodeNoise(self.spec.action_dim, tr.noise_exponent, step_limit(self.env) or tr.max_episode_steps)
         self.threshold = threshold_of(config.env, tr.threshold)
-        device = resolve_device(tr.device)
-        branches = config.algo in ("mbpo", "hybrid")  # (not `branched`: that is the module)
-        # A model beside a learner draws from a stream of its own, the learner from the seed's (streams.py).
-        self.model_stream = ModelStream(tr.seed, device) if branches else None
-        self.agent = Agent(config, self.spec, device, self.model_stream)
+        self.agent = Agent(config, self.spec, resolve_device(tr.device))
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
-        ln = config.learner
-        self.model_buffer = ReplayBuffer(ln.model_buffer_size, self.spec.obs_dim, self.spec.action_dim) \
-            if branches else None
-        self.guard = TrustGuard(ln) if branches else None
         self.state = LoopState()
         self.costs = CostModel(tr.steps, tr.prefill, tr.pretrain, tr.train_ratio, tr.eval_every)
         self.obs: np.ndarray | None = None
@@ -119,10 +102,8 @@ class Trainer:
         ckpt = checkpoint.read(self.run_dir)
         path = self.run_dir / runs.CHECKPOINT_FILE
         checkpoint.restore(ckpt, self.agent, self.buffers(), self.rng, path)
-        if self.guard is not None:
-            self.guard.load_state_tensors(ckpt.part("guard"), self.agent.device)
-        if self.model_stream is not None:
-            self.model_stream.load_state_tensors(ckpt.part("stream"))
+        self.agent.load_state_tensors({"guard": ckpt.part("guard"), "stream": ckpt.part("stream")})
+        self.agent.load_counters(ckpt.state)
         names = {f.name for f in dataclasses.fields(LoopState)}
         try:
             self.state = LoopState(**{k: v for k, v in ckpt.state.items() if k in names})
@@ -134,9 +115,8 @@ class Trainer:
         self.logged = (self.state.step, self.began)
 
     def buffers(self) -> dict[str, ReplayBuffer]:
-        """The replay buffers by checkpoint name."""
-        found = {"replay": self.buffer, "model_replay": self.model_buffer}
-        return {k: v for k, v in found.items() if v is not None}
+        """The replay buffers by checkpoint name: the real one and the learners' own."""
+        return {"replay": self.buffer, **self.agent.buffers()}
 
     def _reset(self) -> np.ndarray:
         """Start an episode, remembering how, so that resume can start it the same way."""
@@ -189,8 +169,8 @@ class Trainer:
         next_obs, reward, terminated, truncated = self._env_step(action)
         st.episode_actions.append(action.tolist())
         encoded = encode_action(self.spec, action)
-        if self.guard is not None and st.step > self.tr.prefill:  # a fresh transition: not trained on yet
-            self.guard.observe(self.agent.world_model, self.obs, encoded, next_obs, terminated, truncated)
+        if st.step > self.tr.prefill:  # a fresh transition: not trained on yet
+            self.agent.observe(self.obs, encoded, next_obs, terminated, truncated)
         self.buffer.add(self.obs, encoded, reward, next_obs, terminated, st.episode)
         st.episode_return += reward
         self.obs = next_obs
@@ -210,90 +190,18 @@ class Trainer:
         return obs, float(reward), bool(terminated), bool(truncated)
 
     def learn(self) -> None:
-        """World-model pretraining at the end of the prefill, then each algo's updates for this step."""
-        tr, st = self.tr, self.state
-        has_model = self.agent.world_model is not None
-        if has_model and st.step == max(tr.prefill, 1):
-            # Fit the model to the prefill data first: an actor trained in an untrained model
-            # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
-            for i in range(tr.pretrain):
-                began = time.perf_counter()
-                metrics = self._update(behave=False)
-                self.costs.add("pretrain", time.perf_counter() - began)
-                self.report("pretrain", i + 1, {"wm/loss": metrics["wm/loss"]} if metrics else {})
-        if st.step < tr.prefill:
-            return
-        if has_model:
-            st.owed += tr.train_ratio
-            while st.owed >= 1.0:
-                began = time.perf_counter()
-                metrics = self._update(behave=self._imagine_now())
-                if metrics is not None:
-                    st.pending.append(metrics)
-                self.costs.add("update", time.perf_counter() - began)
-                st.owed -= 1.0
-        if self.agent.sac is not None:
-            self.learn_off_policy()
-
-    def _imagine_now(self) -> bool:
-        """Whether this world-model update also trains the policy in imagination."""
-        if self.config.algo == "dreamer":
-            return True
-        if self.config.algo != "hybrid":
-            return False
-        self.state.imag_owed += self.guard.settings().imag_weight
-        if self.state.imag_owed < 1.0:
-            return False
-        self.state.imag_owed -= 1.0
-        return True
-
-    def learn_off_policy(self) -> None:
-        """Branched rollouts into the model buffer (as far as the guard allows), then SAC updates."""
-        st, ln, device = self.state, self.config.learner, self.agent.device
-        if self.agent.sac.novelty is not None:  # from the replay itself, so that a resumed run pays as before
-            n = len(self.buffer)
-            self.agent.sac.novelty.paying = novelty.pays(self.buffer.rewards[:n], self.buffer.terminated[:n],
-                                                         ln.sac_novelty)
-            self.agent.sac.novelty.fit_due = True  # this step's first update fits the predictor
-        allowed = self.guard.settings() if self.guard is not None else None
-        if allowed is not None and allowed.branch_length > 0:
-            with self._model_draws() as rng:
-                starts = self.buffer.sample_transitions(ln.branch_starts, rng, device).obs
-                branched.fill(self.model_buffer, branched.branch(self.agent.world_model, self.agent.policy, starts,
-                                                                 allowed.branch_length))
-        st.sac_owed += ln.sac_ratio
-        st.actor_owed += ln.sac_ratio * ln.sac_actor_share
-        turns = actor_turns(math.floor(st.sac_owed), st.actor_owed)
-        if not turns:  # sac_ratio below 1: not this step
-            return
-        began = time.perf_counter()
-        if allowed is None or allowed.branch_length == 0:  # real data only: the step's batches in one draw
-            batch = self.buffer.sample_transitions(ln.sac_batch * len(turns), self.rng, device, ln.sac_nstep,
-                                                   ln.sac_discount)
-            made = self.agent.sac.updates(batch, turns)
-        else:
-            made = (self.agent.update_sac(branched.mixed_batch(
-                self.buffer, self.model_buffer, ln.sac_batch, allowed.real_share, self.rng, device, ln.sac_nstep,
-                ln.sac_discount), actor) for actor in turns)
-        for actor, metrics in zip(turns, made, strict=True):
+        """The agent's updates for this env step, each counted (NaN or inf ones survived) and timed."""
+        st, began = self.state, time.perf_counter()
+        pretrained = 0
+        for kind, metrics in self.agent.learn(self.buffer, st.step, self.rng):
+            self.costs.add(kind, time.perf_counter() - began)
             metrics = self._counted(metrics)
-            if metrics is not None:
+            if kind == "pretrain":
+                pretrained += 1
+                self.report("pretrain", pretrained, {"wm/loss": metrics["wm/loss"]} if metrics else {})
+            elif metrics is not None:
                 st.pending.append(metrics)
-            now = time.perf_counter()
-            self.costs.add("update", now - began)
-            began = now
-            st.sac_owed -= 1.0
-            st.actor_owed -= actor
-
-    def _update(self, behave: bool = True) -> dict[str, float] | None:
-        """One agent update on a replayed batch, counting (and surviving) NaN or inf ones."""
-        with self._model_draws() as rng:
-            batch = self.buffer.sample(self.tr.batch_size, self.config.world_model.seq_len, rng, self.agent.device)
-            return self._counted(self.agent.update(batch, behave=behave))
-
-    def _model_draws(self) -> contextlib.AbstractContextManager[np.random.Generator]:
-        """The generators of world-model work: the model's own stream (mbpo, hybrid), else the run's."""
-        return self.model_stream.active() if self.model_stream is not None else contextlib.nullcontext(self.rng)
+            began = time.perf_counter()
 
     def _counted(self, metrics: dict[str, float] | None) -> dict[str, float] | None:
         """Count an update, and count (and survive) a skipped one: NaN or inf in a loss or gradient."""
@@ -342,8 +250,7 @@ class Trainer:
         self.logged = (st.step, now)
         if st.finished:
             row["train/episode_return"] = float(np.mean(st.finished))
-        if self.guard is not None:
-            row.update(self.guard.metrics())
+        row.update(self.agent.learner_metrics())
         keys = sorted({k for m in st.pending for k in m})  # world-model and SAC updates log different keys
         row.update({k: float(np.mean([m[k] for m in st.pending if k in m])) for k in keys})
         if keys:
@@ -374,11 +281,9 @@ class Trainer:
             self.costs.add("eval", time.perf_counter() - began)
 
     def _write_checkpoint(self, folder: Path) -> None:
-        state = dataclasses.replace(self.state, elapsed=self.seconds())
-        extra = {} if self.guard is None else {f"guard/{k}": v for k, v in self.guard.state_tensors().items()}
-        if self.model_stream is not None:
-            extra.update({f"stream/{k}": v for k, v in self.model_stream.state_tensors().items()})
-        checkpoint.write(folder, self.agent, self.buffers(), self.rng, dataclasses.asdict(state), extra)
+        state = {**dataclasses.asdict(dataclasses.replace(self.state, elapsed=self.seconds())),
+                 **self.agent.counters()}
+        checkpoint.write(folder, self.agent, self.buffers(), self.rng, state, self.agent.state_tensors())
         runs.save_weights(folder, self.agent.weights())
 
     def seconds(self, now: float | None = None) -> float:

@@ -6,7 +6,7 @@ import torch
 
 from dreamercli.envs import EnvSpec, make_env, spec_of, to_env_action
 from dreamercli.exploration import EpisodeNoise, colored_noise, normal_cdf, random_action_from
-from dreamercli.learners.imagination import Actor
+from dreamercli.learners.policy import Actor
 
 
 def spectral_slope(x: np.ndarray) -> float:

@@ -6,7 +6,7 @@ from conftest import tiny
 
 from dreamercli.buffer import ReplayBuffer
 from dreamercli.learners import branched
-from dreamercli.learners.imagination import Actor
+from dreamercli.learners.policy import Actor
 from dreamercli.models import WorldModel
 
 OBS, ACT = 3, 2

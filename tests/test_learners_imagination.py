@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from dreamercli.config import ActorCriticConfig
-from dreamercli.learners.imagination import Actor, ActorCritic, lambda_return
+from dreamercli.learners.imagination import ActorCritic, lambda_return
+from dreamercli.learners.policy import Actor
 
 
 def test_lambda_return_hand_worked():

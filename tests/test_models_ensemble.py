@@ -76,10 +76,10 @@ def test_novelty_is_fitted_with_the_model_and_paid_in_imagination(env):
         if spec.discrete else torch.rand(B, L, spec.action_dim) * 2 - 1
     batch = SequenceBatch(obs, actions, torch.zeros(B, L), torch.randn(B, L, spec.obs_dim), torch.zeros(B, L),
                           torch.ones(B, L, dtype=torch.bool))
-    first = agent.update(batch)
+    first = agent.model_learner.step(batch)
     assert first is not None and first["wm/novelty_fit"] > 0 and first["ac/novelty"] > 0
     for _ in range(30):
-        last = agent.update(batch)
+        last = agent.model_learner.step(batch)
     assert last["wm/novelty_fit"] < 0.8 * first["wm/novelty_fit"]  # its targets move with the encoder
 
 
@@ -103,7 +103,7 @@ def test_the_imagined_reward_carries_the_bonus_times_novelty():
         batch = SequenceBatch(torch.randn(B, L, spec.obs_dim, generator=gen), actions, torch.zeros(B, L),
                               torch.randn(B, L, spec.obs_dim, generator=gen), torch.zeros(B, L),
                               torch.ones(B, L, dtype=torch.bool))
-        return agent.update(batch)
+        return agent.model_learner.step(batch)
 
     low, high = first_update(0.5), first_update(1.0)
     assert low["ac/novelty"] == pytest.approx(high["ac/novelty"], rel=1e-6)

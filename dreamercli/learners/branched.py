@@ -15,7 +15,7 @@ import torch
 from ..buffer import ReplayBuffer, TransitionBatch
 from ..models import WorldModel
 from ..nets import symexp, symlog
-from .imagination import Actor
+from .policy import Actor
 
 CONTINUE_BELOW = 0.5  # a predicted continue probability below this ends the branch
 

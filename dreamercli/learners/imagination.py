@@ -1,19 +1,23 @@
-"""Actor and critic in latent space, lambda-returns, and the imagination losses."""
+"""Learning to act in imagination: the critic in latent space, lambda-returns, and the imagination update.
+
+From replayed posterior latents the world model is rolled forward with the policy's own actions;
+the critic regresses lambda-returns of the imagined rewards, and the actor climbs them (their own
+gradient through the model for continuous actions, REINFORCE for discrete ones).
+"""
 
 from __future__ import annotations
 
-import math
+import contextlib
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ActorCriticConfig
+from ..models import WorldModel
 from ..nets import follow_spread_, mlp, symexp, symlog, zero_output
-
-UNIMIX = 0.01  # share of the uniform distribution mixed into discrete policies
-STD_MIN, STD_MAX = 0.1, 1.0  # bounds of the continuous policy's pre-tanh std
+from ..optim import FlatAdam
+from .policy import Actor
 
 
 def lambda_return(
@@ -31,107 +35,6 @@ def lambda_return(
         last = reward[t] + disc[t] * ((1 - lam) * value[t + 1] + lam * last)
         returns.append(last)
     return torch.stack(returns[::-1])
-
-
-class Actor(nn.Module):
-    """pi(a | z): categorical (with 1% uniform mix) or tanh-squashed Gaussian."""
-
-    def __init__(self, latent_dim: int, hidden_dim: int, action_dim: int, discrete: bool, layers: int = 2):
-        super().__init__()
-        self.discrete = discrete
-        self.action_dim = action_dim
-        out = action_dim if discrete else 2 * action_dim
-        self.net = mlp(latent_dim, hidden_dim, out, layers)
-
-    def probs(self, z: torch.Tensor) -> torch.Tensor:
-        """Probabilities of the discrete policy, uniform mix included."""
-        return self._probs(self.net(z))
-
-    def _probs(self, out: torch.Tensor) -> torch.Tensor:
-        return out.softmax(-1).mul(1 - UNIMIX).add(UNIMIX / self.action_dim)
-
-    def _gaussian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._split(self.net(z))
-
-    @staticmethod
-    def _split(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = out.chunk(2, -1)
-        std = (STD_MAX - STD_MIN) * torch.sigmoid(raw + 2.0) + STD_MIN
-        return mean, std
-
-    def sample(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A sampled action (one-hot, or in [-1, 1], reparameterised), its log-prob and entropy."""
-        if self.discrete:
-            probs = self.probs(z)
-            logp = probs.log()
-            with torch.no_grad():
-                action = self._one_hot_sample(probs, self.noise(probs.shape[:-1], z.device))
-            entropy = -(probs * logp).sum(-1)
-            return action, (logp * action).sum(-1), entropy
-        noise = self.noise(z.shape[:-1], z.device)
-        action, std = self.rollout_action(z, noise)
-        logp = self.squashed_log_prob(action, std, noise)
-        return action, logp, -logp  # single-sample entropy estimate of the squashed Gaussian
-
-    def _one_hot_sample(self, probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-        """Inverse-CDF sampling, one uniform (..., 1) per row: far cheaper than multinomial on CPU."""
-        index = (probs.cumsum(-1) < uniform).sum(-1, keepdim=True).clamp_(max=self.action_dim - 1)
-        return torch.zeros_like(probs).scatter_(-1, index, 1.0)
-
-    def noise(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        """Pre-drawn randomness of `shape` rollout steps: one op instead of one per step."""
-        if self.discrete:
-            return torch.rand((*shape, 1), device=device)
-        return torch.randn((*shape, self.action_dim), device=device)
-
-    def rollout_action(self, z: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The action sample() would draw with this noise, without its log-prob; and the std.
-
-        A rollout step runs only what the next step needs; log-probs and entropies are
-        scored for all steps at once afterwards (log_prob, squashed_log_prob).
-        """
-        return self._action(self.net(z), noise)
-
-    def rollout_policy(self) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
-        """rollout_action as a function with the net's weights prepared once for a whole rollout."""
-        net = self.net.prepared()
-        return lambda z, noise: self._action(net(z), noise)
-
-    def _action(self, out: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.discrete:
-            return self._one_hot_sample(self._probs(out), noise), None
-        mean, std = self._split(out)
-        return torch.tanh(torch.addcmul(mean, std, noise)), std
-
-    def explore(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """A sampled action driven by given standard-normal noise (..., action_dim), which may be
-        correlated in time: Gumbel-max over the policy's probabilities (the Gumbel noise made from
-        the normal through its CDF) or the reparameterised squashed Gaussian."""
-        out = self.net(z)
-        if not self.discrete:
-            return self._action(out, noise)[0]
-        uniform = torch.special.ndtr(noise).clamp(1e-12, 1.0 - 1e-12)
-        choice = (self._probs(out).log() - torch.log(-torch.log(uniform))).argmax(-1)
-        return F.one_hot(choice, self.action_dim).to(z.dtype)
-
-    @staticmethod
-    def squashed_log_prob(action: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """log pi(a) of a = tanh(mean + std * noise): the Gaussian log-density of the pre-tanh
-        value, whose standardised form is the noise itself, less log|d tanh|."""
-        logp = (-0.5 * noise.pow(2) - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
-        return logp - torch.log(1 - action.pow(2) + 1e-6).sum(-1)
-
-    def log_prob(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probability of one-hot actions (discrete policies) and the policy's entropy."""
-        assert self.discrete, "log_prob of given actions is for discrete policies"
-        logp = self.probs(z).log()
-        return (logp * action).sum(-1), -(logp.exp() * logp).sum(-1)
-
-    def mode(self, z: torch.Tensor) -> torch.Tensor:
-        """The deterministic action used for evaluation."""
-        if self.discrete:
-            return F.one_hot(self.net(z).argmax(-1), self.action_dim).to(z.dtype)
-        return torch.tanh(self._gaussian(z)[0])
 
 
 class Critic(nn.Module):
@@ -200,3 +103,93 @@ class ActorCritic(nn.Module):
         """Move the slow critic a step toward the critic."""
         torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()),
                              self.cfg.critic_ema)
+
+
+class ImaginationLearner:
+    """The imagination update of an ActorCritic in a world model: actor first, then critic, from one rollout.
+
+    policy_input maps an imagined latent to what the policy reads (the latent itself, or its
+    decoding where the policy reads observations); actor_opt steps the policy, critic_opt the critic.
+    """
+
+    def __init__(self, actor_critic: ActorCritic, world_model: WorldModel, discrete: bool,
+                 policy_input: Callable[[torch.Tensor], torch.Tensor], actor_opt: FlatAdam, critic_opt: FlatAdam):
+        self.ac, self.wm, self.discrete = actor_critic, world_model, discrete
+        self.cfg = actor_critic.cfg
+        self.policy_input, self.actor_opt, self.critic_opt = policy_input, actor_opt, critic_opt
+
+    def samples(self) -> bool:
+        """Whether imagination samples latents from the prior or follows its means.
+
+        auto: means for discrete actions, whose score-function gradient only grows noisier
+        with latent noise; samples for continuous ones, whose gradients through the model
+        otherwise find action sequences that exploit its errors (docs/algorithms.md).
+        """
+        noise = self.cfg.imag_noise
+        return noise == "sample" or (noise == "auto" and not self.discrete)
+
+    def update(self, latents: torch.Tensor) -> dict[str, float] | None:
+        """Imagine from a random subset of latents (N, latent); update actor, then critic. None: skipped (NaN)."""
+        cfg, ac, wm = self.cfg, self.ac, self.wm
+        n = min(cfg.imag_starts, latents.shape[0])
+        starts = latents[torch.randperm(latents.shape[0], device=latents.device)[:n]]
+        noise = ac.actor.noise((cfg.horizon, n), latents.device)  # (H, N, 1 or act)
+        stds: list[torch.Tensor | None] = []
+        act = ac.actor.rollout_policy()
+
+        def policy(z: torch.Tensor) -> torch.Tensor:
+            # The actor sees a detached latent; continuous actions carry gradients into the
+            # next latents (dynamics backpropagation). Log-probs are scored after the rollout.
+            action, std = act(self.policy_input(z.detach()), noise[len(stds)])
+            stds.append(std)
+            return action
+
+        wm.requires_grad_(False)  # the model is a fixed simulator for the actor
+        try:
+            # Discrete actions learn by REINFORCE, which needs no graph through the rollout:
+            # roll out without one, then score all (H, N) actions in a single actor call.
+            with torch.no_grad() if self.discrete else contextlib.nullcontext():
+                traj = wm.imagine(starts, policy, cfg.horizon, sample=self.samples())
+            z, a = traj.latents[:-1], traj.actions  # (H, N, latent), (H, N, act)
+            reward = wm.reward(z, a)  # (H, N)
+            novelty = None if wm.disagreement is None else wm.disagreement.bonus(z, a)
+            if novelty is not None:
+                reward = reward + wm.cfg.novelty * novelty
+            cont = wm.cont(traj.latents[1:])  # (H, N): does the episode go on after step t?
+            returns, values = ac.returns(reward, cont, traj.latents)  # (H, N), (H + 1, N)
+        finally:
+            wm.requires_grad_(True)
+        if self.discrete:
+            with torch.no_grad():  # the decoder is part of the fixed simulator
+                seen = self.policy_input(z)
+            logp, entropy = ac.actor.log_prob(seen, a)  # (H, N)
+        else:
+            logp = ac.actor.squashed_log_prob(a, torch.stack(stds), noise)  # (H, N)
+            entropy = -logp  # single-sample entropy estimate of the squashed Gaussian
+        # The chance of still being in the episode at step t weighs that step's losses.
+        weight = torch.cumprod(torch.cat([torch.ones_like(cont[:1]), cont[:-1]]), 0).detach()
+        scale = ac.return_scale(returns)
+        baseline = values[:-1].detach()
+        actor_loss = ac.actor_loss(returns, baseline, logp, entropy, weight, scale)
+        critic_loss = ac.critic_loss(z, returns, weight)
+        # One backward pass for both: their parameters are disjoint and the critic reads
+        # detached inputs, so each gets exactly the gradient of its own loss.
+        self.actor_opt.zero_grad()
+        self.critic_opt.zero_grad()
+        (actor_loss + critic_loss).backward()
+        # Both or neither: a half step would let the actor follow a critic that did not move.
+        actor_ok = bool(torch.isfinite(self.actor_opt.param.grad).all())
+        if not (actor_ok and self.critic_opt.step()):
+            self.actor_opt.zero_grad()
+            return None
+        self.actor_opt.step()
+        ac.update_slow_critic()
+        return {
+            "ac/actor_loss": actor_loss.item(),
+            "ac/critic_loss": critic_loss.item(),
+            "ac/entropy": entropy.mean().item(),
+            "ac/imagined_return": returns.mean().item(),
+            "ac/imagined_reward": reward.mean().item(),
+            "ac/return_scale": scale.item(),
+            **({} if novelty is None else {"ac/novelty": novelty.mean().item()}),
+        }

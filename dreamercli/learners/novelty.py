@@ -1,58 +1,25 @@
 """Random network distillation: a novelty bonus on real transitions for the off-policy learner.
 
-The world model's disagreement bonus (`models/ensemble.py`) pays imagined steps, so it needs a
-world model; model-free learning has none. On a task whose reward lies behind a long push
-(MountainCarContinuous-v0: moving costs until the flag pays 100), SAC's policy learns to stand
-still before any episode finds the flag, its entropy falls to the std floor, and nothing leads
-it anywhere new (the README's suite section). RND (Burda et al., ICLR 2019) pays for reaching
-observations unlike those seen before: a fixed, randomly initialised network maps each
-observation to features, a second network learns to predict them on the replayed data, and its
-error is large where the data has not been. Added to the reward SAC learns from, the bonus
-makes unvisited states valuable, so the policy goes to them; it fades where the replay is, so
-a found reward soon outweighs it.
+The world model's disagreement bonus (`models/ensemble.py`) needs a world model; model-free
+learning has none. On a task whose reward lies behind a long push (MountainCarContinuous-v0),
+SAC's policy learns to stand still before any episode finds the reward. RND (Burda et al., ICLR
+2019) pays for reaching observations unlike those seen before: a fixed random network maps each
+observation to features, a predictor learns them on replayed data, and its error is large where
+the data has not been. The rules below and their measurements: docs/exploration.md.
 
-Paid only where the task's own values are flat: the bonus is divided by max(1, the spread of
-the critics' Q values), the running 5th-95th percentile range over replayed batches (as
-dreamer's imagination divides returns by their range). Before a sparse reward is found the
-values hardly differ, and the bonus counts in full; once the reward is found, or on a task whose
-values spread from the start (CartPole-v1: alive against fallen), it fades. Measured: at a fixed
-weight, 1.0 found MountainCarContinuous-v0's flag on seeds 0-2 (93-95 by 2,000-3,000 env steps)
-but slowed CartPole-v1 (seeds 0-2: 2,000 / 3,500 / 1,000 env steps to 475 against 1,500 /
-1,000 / 500 without it), and 0.3 slowed it as much (1,500 / 2,500 / 3,500): README.
-
-Paid only until the replay holds a real episode end (a termination, not a time limit). On a task
-whose reward lies behind a goal that ends the episode (both MountainCars, Acrobot-v1) the first
-end is the found reward, and from then on the values know where it is; on a task whose episodes
-end in failure (CartPole-v1, the inverted pendulums) the random prefill ends episodes before any
-learning, so the bonus never pays and the run is, bit for bit, the same seed without it
-(measured before this rule, seeds 0-4 with the networks' own generator: CartPole-v1 at 1,500 /
-2,500 / 1,500 / 2,000 / 2,500 env steps against 1,500 / 1,000 / 500 / 500 / 3,500: a bonus for
-reaching states unlike the replay's pays for falling over). On a task that never terminates
-(BeaconReach) it pays until the reward speaks (below), divided by the value spread as above.
-
-Paid only while the replay's rewards are quiet: their standard deviation below a tenth of the
-bonus's mean size (`sac_novelty`; the bonus is the error over its running mean, so about 1 per
-step before the value spread divides it). A task whose reward varies from the first random step
-(Pendulum-v1: -16 to 0) tells the learner where to go without it, and there the bonus never pays:
-such a run is, bit for bit, the same seed without it. Measured before this rule (race, seeds 0-9,
-paired by seed): on Pendulum-v1 the bonus reached -200 at a median of 1,000 env steps, as without
-it, but on 9 of 10 seeds against 10 of 10, three seeds faster and two slower (README). On the
-goal tasks the rewards stay quiet until the first end (MountainCar-v0 and Acrobot-v1: -1 per step;
-MountainCarContinuous-v0: -0.1 a^2, a deviation of at most 0.05) and the rule changes nothing; on
-BeaconReach (1 near the goal, else 0) the bonus stops once about 1% of the replay is rewarded.
-
-Observations are standardised by running moments before both networks (RND's own recipe):
-MountainCar's velocity spans a hundredth of its position's range, and a random network fed raw
-values would see position alone. The bonus is the error divided by its running mean, so its
-size does not depend on the task's units or on how fast the predictor learns; `sac_novelty`
-scales it against the task's reward.
-
-Fitted once per env step, paid at every update: the trainer marks each env step's first SAC update
-(`fit_due`), which trains the predictor on its batch (its loss joins SAC's backward) and moves the
-running statistics; the env step's other updates read the bonus of their batches without a graph.
-The predictor's backward, its optimiser step and the statistics in each of ten updates per env step
-made the bonus a third of an update's time (Pendulum-v1, where it then paid throughout: 5.7 against 4.2 ms
-per update, one thread); the statistics move at the rate per env step that ten updates gave them.
+- bonus = error / running mean of the error / max(1, value spread), where the spread is the
+  running 5th-95th percentile range of the critics' Q values: it counts in full while the values
+  are flat (no reward found yet) and fades once they spread.
+- Paid only until the replay holds a real episode end (a termination, not a time limit): on goal
+  tasks the first end is the found reward; on tasks whose episodes end in failure the random
+  prefill ends episodes before any learning, so the bonus never pays there (a bonus for novel
+  states pays for falling over).
+- Paid only while the replay's rewards are quiet: their standard deviation below a tenth of
+  `sac_novelty`; a reward that varies from the first step tells the learner where to go alone.
+- Observations are standardised by running moments before both networks (RND's recipe), so
+  that a small-range dimension is not lost beside a large one.
+- Fitted once per env step, paid at every update: the step's first SAC update (`fit_due`) trains
+  the predictor and moves the statistics; the others read the bonus without a graph.
 """
 
 from __future__ import annotations

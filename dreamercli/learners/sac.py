@@ -22,32 +22,20 @@ from ..buffer import TransitionBatch
 from ..config import LearnerConfig
 from ..nets import symlog
 from ..optim import FlatAdam
-from .imagination import Actor
 from .novelty import RandomDistillation
+from .policy import Actor
 
 GRAD_CLIP = 100.0  # like every other optimiser of the project (agent.GRAD_CLIP)
 # Target entropy of discrete policies as a share of the uniform policy's log(A). Half of it keeps
 # enough exploration early and lets the policy become near-deterministic (the 1% uniform mix
-# floors the entropy at 0.03 for two actions): CartPole-v1 reached 475 at 1,500 / 3,500 / 1,000
-# env steps with sac_lr 3e-4 (benchmarks/sac_screen.py), and at a median 1,000 over seeds 0-4
-# with 1e-3 (LearnerConfig); other shares were not screened.
+# floors the entropy at 0.03 for two actions); docs/model-free.md.
 DISCRETE_ENTROPY_SHARE = 0.5
 LN_EPS = 1e-5  # F.layer_norm's default
 
 
-# SAC's settings are the sac_* fields of config.LearnerConfig (one place for their defaults,
-# which the screen in benchmarks/sac_screen.py chose); the name stays for the screen's use.
+# SAC's settings are the sac_* fields of config.LearnerConfig (one place for their defaults);
+# the name stays for benchmarks/sac_screen.py.
 SACSettings = LearnerConfig
-
-
-def actor_turns(updates: int, actor_owed: float) -> list[bool]:
-    """Which of an env step's SAC updates train the actor too: the last ones, as many whole ones as are owed.
-
-    Last, so that the policy climbs the freshest critics (REDQ steps its policy after the step's
-    critic updates); the others train the critics alone.
-    """
-    turns = max(0, min(updates, math.floor(actor_owed)))
-    return [False] * (updates - turns) + [True] * turns
 
 
 class QEnsemble(nn.Module):
@@ -82,11 +70,8 @@ class QEnsemble(nn.Module):
         mask over every unit took three passes over h (draw, compare, fill) that cost a fifth of a
         critics-only update. A unit drawn twice drops once, so the rate is p (1 - p / 2), and the
         count is fixed where a mask's would vary by sqrt(n p); DroQ asks a little noise of each
-        unit, not its exact law. Tried once before (ee75274) and reverted on a ten-seed A/B against
-        a mask that, as found later, dropped at 0.75 p; against a mask at the right rate, on the
-        same code, both reached CartPole-v1's 475 at a median 1,500 env steps over seeds 0-9
-        (benchmarks/results/screens/2026-11-27-sac-by-hand). No 1/(1-p) rescale: the LayerNorm
-        right after would undo it.
+        unit, not its exact law; against a Bernoulli mask it learned as fast (docs/update-speed.md).
+        No 1/(1-p) rescale: the LayerNorm right after would undo it.
         """
         count = round(self.rate * h.numel())
         return torch.randint(h.numel(), (count,), device=h.device) if count else None
@@ -101,8 +86,7 @@ class QEnsemble(nn.Module):
     @staticmethod
     def output(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The output layer, h (E, B, H) @ w (E, H, O) + b, as the transposed product (w^T h^T)^T: with
-        a narrow O, bmm runs that one faster (the layer, its copy and bias included: 11.9 against
-        20.7 us at CartPole-v1's O = 2, one thread)."""
+        a narrow O, bmm runs that one faster."""
         return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2).contiguous(), h.transpose(1, 2)).transpose(1, 2)
 
     def q(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
@@ -138,8 +122,7 @@ class QEnsemble(nn.Module):
         """d loss / d weights from d loss / d q (E, B, out) along q_taped's tape, written over each .grad.
 
         By hand: the chain rule of three small layers is a dozen ops, and autograd's graph,
-        saved tensors and engine cost more than they do on this CPU (a critics-only update on
-        CartPole-v1, one thread: 1.52 -> 1.28 ms from this alone, before dropout got cheaper).
+        saved tensors and engine cost more than they do on a CPU (docs/update-speed.md).
         """
         h = tape[-1]
         w, b = self.layers[-1]
@@ -313,8 +296,7 @@ class SAC(nn.Module):
 
         The critics-only updates before the first actor turn read the policy at s' from one pass
         over all their batches: the actor does not move before then, so each reads what it would
-        have computed alone, at one call instead of nine (one thread: nine passes over 128 rows took
-        0.90 ms on CartPole-v1 and 1.32 ms on Pendulum-v1, one over 1,152 rows 0.37 and 0.39 ms).
+        have computed alone, at one call instead of nine (a pass costs its dispatch more than its rows).
         """
         size = batch.rewards.shape[0] // len(turns)
         parts = [TransitionBatch(*(x[k * size:(k + 1) * size] for x in batch)) for k in range(len(turns))]

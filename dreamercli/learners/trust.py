@@ -14,14 +14,12 @@ CONTINUE_BELOW is an end) is set against the real termination (a time-limit trun
 end to predict): err_end = missed ends / real ends + the share of value that false ends cost.
 Missed ends are counted over the last END_EVENTS real ends, however long ago, since a good
 policy makes ends rare: a window of 200 steps then holds one end or none, and one missed end
-read as a miss rate of 1.0 (race at 798c41e: err_end of CartPole's hybrid runs jumped between
-0.0 and 1.0 from one log row to the next, and with it every branch and imagination update).
+would read as a miss rate of 1.0, switching every branch and imagination update on and off.
 False ends are counted over the window as a rate f per step that did not end, and scored by
 what they do to a value: a target cut short at rate f gives V = r / (1 - gamma (1 - f)) instead
 of r / (1 - gamma), a share f H / (1 + f H) less with H = 1 / (1 - sac_discount). A rate that
-reads small is not: at H = 100, one false end in ten steps (CartPole-v1 seed 3 in the stream
-screen, where the plain rate 0.11 won full trust at env step 300 and the evals fell from 475+
-on model-free to 193) costs 91% of the value, one in 200 steps a third. The reference
+reads small is not: at H = 100, one false end in ten steps costs 91% of the value, one in 200
+steps a third (docs/model-trust.md: a plain rate of 0.11 won full trust and cost a run its returns). The reference
 "episodes never end" scores 1.0 (every end missed, no false one); "every step ends" 0.99. With
 no real end seen yet, the false ends alone: an env without terminations keeps its trust as long
 as its head calls no end.
@@ -31,11 +29,11 @@ e <= tau and none at e >= 2 tau.
 - branch_length: the largest k with err_k <= tau, and 0 (no branched data) unless err_end <= tau.
   Not "all of err_1..k": on smooth dynamics such as Pendulum's, one step changes the
   observation less than the decoder's own error, so err_1 can exceed 1 while err_3..5 are
-  below 0.25 (measured);
+  below 0.25 (docs/model-trust.md);
 - imag_weight: trust(max(err_K, err_end)), the share of imagination updates that hybrid runs.
   Imagination weighs each step by the continue head's probability rather than cutting at a
   verdict, but a head no better than chance still weighs imagined returns wrongly (on
-  CartPole-v1, race at a7fd4e6: err_K 0.10-0.20 while err_end's per-run medians reached 0.64);
+  CartPole-v1, err_K of 0.1-0.2 came with err_end near 0.6);
 - real_share: 1 - (1 - real_share) * trust(max(min_k err_k, err_end)), and 1.0 whenever
   branch_length is 0.
 A model that predicts only the mean of iid noise scores err_k = 0.5 (half the reference's

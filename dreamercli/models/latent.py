@@ -68,8 +68,8 @@ class WorldModel(nn.Module):
         return normalise(z + delta), std
 
     # -- the same transition, split for sequential loops ----------------------------------
-    # Each rollout step pays a dispatch cost per small op (on the 2-core CPU of the README's
-    # figures, 10-30 us each: most of an update's time), so a loop step computes only the mean
+    # Each rollout step pays a dispatch cost per small op (on a CPU most of an update's time,
+    # docs/update-speed.md), so a loop step computes only the mean
     # path (the part the next step needs), with the weights sliced and transposed once per
     # rollout rather than once per step; the action's share of the first layer and the prior
     # std are computed in one batched op each, before and after the loop. The maths is exactly

@@ -1,0 +1,86 @@
+"""Fitting the world model: pretraining on the prefill data, then train_ratio updates per env step.
+
+Each update draws replayed sequences, takes one gradient step of the model's sequence loss, and,
+where the composition asks (dreamer always, hybrid as far as the guard trusts the model), hands the
+posterior latents to the imagination learner, which trains the policy from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..buffer import ReplayBuffer, SequenceBatch
+from ..config import Config
+from ..models import WorldModel
+from ..optim import FlatAdam
+from .hybrid import Draws
+from .imagination import ImaginationLearner
+from .off_policy import Update
+
+GRAD_CLIP = 100.0  # global gradient-norm clip of the model's optimiser (as every optimiser here)
+
+
+class ModelLearner:
+    """The world model's optimiser and update schedule; imagination updates ride on its latents."""
+
+    COUNTERS = ("owed",)
+
+    def __init__(self, world_model: WorldModel, config: Config, device: torch.device, draws: Draws,
+                 imagination: ImaginationLearner | None = None, imagine_due: Callable[[], bool] = lambda: False):
+        self.world_model, self.train_cfg, self.device, self.draws = world_model, config.train, device, draws
+        self.seq_len = config.world_model.seq_len
+        self.opt = FlatAdam(world_model, config.world_model.wm_lr, GRAD_CLIP)
+        self.imagination, self.imagine_due = imagination, imagine_due
+        self.owed = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
+
+    def learn(self, replay: ReplayBuffer, step: int, rng: np.random.Generator) -> Iterator[Update]:
+        """Env step `step`'s model updates: the pretraining at the prefill's last step, then train_ratio's."""
+        tr = self.train_cfg
+        if step == max(tr.prefill, 1):
+            # Fit the model to the prefill data first: an actor trained in an untrained model
+            # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
+            for _ in range(tr.pretrain):
+                yield "pretrain", self.update(replay, rng, behave=False)
+        if step < tr.prefill:
+            return
+        self.owed += tr.train_ratio
+        while self.owed >= 1.0:
+            yield "update", self.update(replay, rng, behave=self.imagination is not None and self.imagine_due())
+            self.owed -= 1.0
+
+    def update(self, replay: ReplayBuffer, rng: np.random.Generator, behave: bool) -> dict[str, float] | None:
+        """One model update on replayed sequences (model draws), then, with behave, one imagination update."""
+        with self.draws(rng) as model_rng:
+            return self.step(replay.sample(self.train_cfg.batch_size, self.seq_len, model_rng, self.device), behave)
+
+    def step(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float] | None:
+        """fit() on a batch, then (with behave) an imagination update from its posterior latents; None: skipped."""
+        metrics, post = self.fit(batch)
+        if metrics is None or not behave:
+            return metrics  # a skipped fit's latents would carry its NaN into the actor-critic too
+        behaviour = self.imagination.update(post.detach().flatten(0, 1))
+        return None if behaviour is None else {**metrics, **behaviour}
+
+    def fit(self, batch: SequenceBatch) -> tuple[dict[str, float] | None, torch.Tensor | None]:
+        """One gradient step of the world model on replayed sequences: its metrics and posterior latents."""
+        losses, wm_metrics, post = self.world_model.loss(*batch)
+        total = sum(losses.values())
+        self.opt.zero_grad()
+        total.backward()
+        if not self.opt.step():
+            return None, None
+        metrics = {f"wm/{k}": v.item() for k, v in losses.items()}
+        metrics["wm/loss"] = total.item()
+        metrics.update({f"wm/{k}": v for k, v in wm_metrics.items()})
+        return metrics, post
+
+    def counters(self) -> dict[str, float]:
+        """The carried-over counter by checkpoint name."""
+        return {"owed": self.owed}
+
+    def load_counters(self, state: dict[str, float]) -> None:
+        """Restore counters() (0 where a checkpoint has none)."""
+        self.owed = float(state.get("owed", 0.0))

@@ -301,7 +301,7 @@ class Trainer:
                                   self.tr.pretrain, self.costs.seconds_left(st.step, pretrained)))
 
     def finish(self) -> dict[str, Any]:
-        """Close the env; write summary.json (and curves.png at the end); return the summary."""
+        """Close the env; write summary.json; return the summary (curves.png is the caller's to draw)."""
         self.env.close()
         st = self.state
         summary = {"env": self.config.env, "algo": self.config.algo, "seed": self.tr.seed,
@@ -313,10 +313,6 @@ class Trainer:
             summary["interrupted"] = self.signal
         if self.run_dir is not None:
             runs.write_json(self.run_dir / runs.SUMMARY_FILE, summary)
-            if self.signal is None:
-                from .plotting import plot_run
-
-                plot_run(self.run_dir)
         return summary
 
 

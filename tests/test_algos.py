@@ -10,7 +10,9 @@ from dreamercli import runs
 from dreamercli.cli import app
 
 runner = CliRunner()
-SHORT = ["--preset", "tiny", "--steps", "160", "--eval-every", "80", "--sac-batch", "32", "--sac-hidden", "32"]
+# Past the prefill (100) for 30 env steps, at 2 SAC updates each: every part runs, briefly.
+SHORT = ["--preset", "tiny", "--steps", "130", "--eval-every", "65", "--sac-batch", "32", "--sac-hidden", "32",
+         "--sac-ratio", "2"]
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1", "custom_env:Reach"])

@@ -2,9 +2,10 @@
 
 The loop has three phases of very different speed: random-action prefill (tens of thousands
 of env steps per second), world-model pretraining (no env steps, a few seconds), and training
-(each env step costs train_ratio updates). An average over the whole run mixes them, so the
-time left comes from a cost model instead: the remaining work of each kind times its measured
-recent cost. No rich here: the display lives in commands.py and multiseed.py.
+(each env step costs the agent's updates per step: train_ratio world-model updates where there
+is a model, sac_ratio SAC updates where there is an off-policy learner). An average over the
+whole run mixes them, so the time left comes from a cost model instead: the remaining work of
+each kind times its measured recent cost. No rich here: the display lives in display.py.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Ema:
 
 class CostModel:
     """Seconds left = remaining pretrain updates x their cost + remaining env steps x (step cost
-    + train_ratio x update cost) + remaining evaluations x their cost, each cost a recent average.
+    + updates per step x update cost) + remaining evaluations x their cost, each cost a recent average.
 
     The loop passes in measured seconds (`add`) and the wall clock at the end of each env step
     (`end_step`), so the estimate can be tested with hand-made timings.

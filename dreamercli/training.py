@@ -33,7 +33,7 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as shel
 
 @dataclass
 class LoopState:
-    """Every counter of the loop: with the networks, replay and RNGs it is all a resume needs."""
+    """Every counter of the loop: with the networks, replay, RNGs and the learners' counters, all a resume needs."""
 
     step: int = 0
     updates: int = 0
@@ -73,7 +73,8 @@ class Trainer:
         self.agent = Agent(config, self.spec, resolve_device(tr.device))
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
         self.state = LoopState()
-        self.costs = CostModel(tr.steps, tr.prefill, tr.pretrain, tr.train_ratio, tr.eval_every)
+        self.costs = CostModel(tr.steps, tr.prefill, self.agent.pretrain_updates(), self.agent.updates_per_step(),
+                               tr.eval_every)
         self.obs: np.ndarray | None = None
         self.signal: str | None = None
         self.began = time.perf_counter()

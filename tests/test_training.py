@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from conftest import tiny
@@ -6,7 +8,7 @@ from dreamercli import runs
 from dreamercli.agent import Agent
 from dreamercli.envs import make_env, spec_of
 from dreamercli.evaluation import evaluate_policy
-from dreamercli.training import train
+from dreamercli.training import Trainer, train
 
 
 def metrics_without_timing(run_dir):
@@ -102,3 +104,16 @@ def test_the_actor_learns_in_its_share_of_the_sac_updates(tmp_path, share, actor
     assert learned == config.train.steps - config.train.prefill + 1
     assert agent.actor_opt.state["step"].item() == actor_steps_per_env_step * learned
     assert agent.sac.alpha_opt.state["step"].item() == actor_steps_per_env_step * learned
+
+
+@pytest.mark.parametrize("algo, expected", [("model-free", 4.0), ("dreamer", 0.25), ("hybrid", 4.25)])
+def test_the_time_left_counts_the_updates_the_agent_makes(tmp_path, algo, expected):
+    # tiny: train_ratio 0.25 world-model updates per env step; sac_ratio 4 here.
+    config = tiny("CartPole-v1", algo=algo, steps=120, eval_every=0, sac_batch=16, sac_hidden=16, sac_ratio=4)
+    trainer = Trainer(config)
+    assert trainer.costs.train_ratio == expected
+    assert trainer.costs.pretrain == (0 if algo == "model-free" else config.train.pretrain)
+    trainer.start()
+    summary = trainer.run()
+    learned = config.train.steps - config.train.prefill + 1  # env steps with updates
+    assert summary["updates"] == math.floor(expected * learned) + trainer.costs.pretrain

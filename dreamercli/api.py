@@ -9,6 +9,7 @@ import torch
 
 from . import runs
 from .agent import Agent, resolve_device
+from .checkpoint import load_agent
 from .config import Config, from_preset, validate, with_overrides
 from .envs import make_env, spec_of
 from .evaluation import evaluate_policy
@@ -28,15 +29,22 @@ class DreamerLite:
 
     def _build_agent(self) -> Agent:
         # The run's thread count, as `dreamer evaluate` uses: torch's default of one thread per
-        # core made small-network evaluation 50x slower on busy cores.
+        # core is many times slower for small networks on busy cores.
         torch.set_num_threads(self.config.train.threads)
         return Agent(self.config, self.spec, resolve_device(self.config.train.device))
 
     def train(self, steps: int | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
-        """Train a fresh agent for `steps` env steps (default: the config's); return the summary."""
+        """Train a fresh agent for `steps` env steps (default: the config's); return the summary.
+
+        With run_dir, the run folder is written as `dreamer train` writes it, curves.png included.
+        """
         if steps is not None:
             self.config = validate(with_overrides(self.config, {"steps": steps}))
         self.agent, self.summary = train(self.config, None if run_dir is None else Path(run_dir))
+        if run_dir is not None:
+            from .plotting import plot_finished
+
+            plot_finished(Path(run_dir), self.summary)
         return self.summary
 
     def evaluate(self, num_episodes: int = 10, render: bool = False, seed: int | None = None) -> dict:
@@ -63,16 +71,11 @@ class DreamerLite:
         that same env, or with trust_env_code. Raises runs.RunError (one line) for a folder that
         is damaged or does not fit.
         """
-        config, spec = runs.load_config(Path(path))
-        runs.check_env_trust(Path(path), config.env, self.config.env if self.config.env == config.env else None,
-                             trust_env_code)
-        tensors = runs.load_weights(Path(path))
-        self.config, self.spec = config, spec
-        self.agent = self._build_agent()
-        try:
-            self.agent.load_weights(tensors)
-        except ValueError as err:
-            raise runs.RunError(f"{Path(path) / runs.WEIGHTS_FILE}: {err}") from None
+        config, _ = runs.load_config(Path(path))
+        same_env = self.config.env if self.config.env == config.env else None
+        self.agent, self.config = load_agent(Path(path), config.train.device, env=same_env,
+                                             trust_env_code=trust_env_code)
+        self.spec = self.agent.spec
         return self
 
     def act(self, obs, deterministic: bool = True):

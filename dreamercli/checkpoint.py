@@ -113,3 +113,31 @@ def restore(ckpt: Checkpoint, agent: Agent, buffers: dict[str, ReplayBuffer], rn
             torch.cuda.set_rng_state(ckpt.tensors["rng/cuda"], agent.device)
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(f"{path} does not fit this run: {str(err).splitlines()[0]}") from None
+
+
+def load_agent(run_dir: Path, device: str = "auto", threads: int | None = None, env: str | None = None,
+               trust_env_code: bool = False) -> tuple[Agent, runs.Config]:
+    """Rebuild a run's agent, in eval mode, from config.json, run.json and weights.safetensors alone.
+
+    A module:Class env named by the run is imported only when the caller names it again (env)
+    or trusts the folder. Sets torch's CPU threads to the run's `threads` (or the given
+    override): torch's default of one thread per core is many times slower for small networks.
+    """
+    from .agent import resolve_device
+    from .config import ConfigError
+    from .envs import make_env
+
+    config, spec = runs.load_config(run_dir)
+    runs.check_env_trust(run_dir, config.env, env, trust_env_code)
+    if threads is not None and threads <= 0:
+        raise ConfigError(f"threads must be > 0, got {threads}")
+    tensors = runs.load_weights(run_dir)
+    make_env(config.env, max_episode_steps=config.train.max_episode_steps).close()  # importable, same spaces
+    torch.set_num_threads(config.train.threads if threads is None else threads)
+    agent = Agent(config, spec, resolve_device(device))
+    try:
+        agent.load_weights(tensors)
+    except ValueError as err:
+        raise runs.RunError(f"{Path(run_dir) / runs.WEIGHTS_FILE}: {err}") from None
+    agent.eval()
+    return agent, config

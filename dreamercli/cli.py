@@ -1,280 +1,241 @@
-"""The `dreamer` command line: thin Typer commands that parse, call one function, print."""
+"""The `dreamer` command line: thin Typer commands that parse, call one function, hand the result to display.
+
+`train` has a flag per config field, built from config.py's declarations; the flags given are read
+from Click's parameters. Torch is imported inside commands only, so `dreamer --help` answers at once.
+"""
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
-    help="Dreamer-lite: learn a latent world model of a Gymnasium task and a policy inside it.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+from . import config as cfg
+
+app = typer.Typer(help="Dreamer-lite: learn a latent world model of a Gymnasium task and a policy inside it.",
+                  add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+# Where each section's flags appear in `train --help`; the main settings go with the command's own options.
+PANELS = {"world_model": "World model", "actor_critic": "Actor-critic (imagination)", "train": "Training loop",
+          "learner": "Off-policy learner and model-trust guard (model-free, mbpo, hybrid)"}
+MAIN = ("env", "algo", "preset", "steps", "seed", "device")
+SEEDS = "Several seeds"
+TYPES = {"int": int, "float": float, "str": str, "float | None": float | None}
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum of the allowed values, which Typer shows as the option's choices."""
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
-class Preset(str, Enum):
-    default = "default"
-    tiny = "tiny"
+Device = choices("Device", cfg.DEVICES)
+XAxis = choices("XAxis", ("steps", "seconds"))
+ActionSource = choices("ActionSource", ("policy", "random"))  # imagine.ACTION_SOURCES, without torch
 
 
-class Algo(str, Enum):
-    dreamer = "dreamer"
-    model_free = "model-free"
-    mbpo = "mbpo"
-    hybrid = "hybrid"
-
-
-class ImagNoise(str, Enum):
-    auto = "auto"
-    mean = "mean"
-    sample = "sample"
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2."""
-
-
-def fail(message: str) -> None:
-    """Print one line to stderr and exit 2."""
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, then exit: 2 for bad input, 1 for a run that cannot go on (diverged)."""
     typer.echo(f"dreamer: error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-# Hyperparameter options; each name is the config field it sets.
-HP = "Hyperparameters (default: the preset's value)"
-LP = "Off-policy learner and model-trust guard (model-free, mbpo, hybrid)"
-
-
-@app.command()
-def train(
-    env: Annotated[str | None, typer.Option(
-        help="Gymnasium id or module:Class [default: the --config file's, else CartPole-v1].")] = None,
-    algo: Annotated[Algo | None, typer.Option(
-        help="dreamer: policy trained in imagination only; model-free: SAC on real transitions, no world "
-             "model; mbpo: SAC on real and branched model transitions; hybrid: one policy trained by both, "
-             "as far as the model-trust guard allows.", show_default="model-free")] = None,
-    steps: Annotated[int | None, typer.Option(help="Env steps to train for.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of torch, numpy and the env.")] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Folder that holds run folders [default: runs].")] = None,
-    name: Annotated[str | None, typer.Option(
-        help="Run folder name [default: {env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS}].")] = None,
-    force: Annotated[bool, typer.Option(
-        help="Replace an existing run folder of that name: the old folder is deleted as a whole "
-             "(only once the new run has its first checkpoint), never mixed with the new one.")] = False,
-    resume: Annotated[Path | None, typer.Option(
-        help="Continue this run folder from its last checkpoint, to its step total or a new --steps. "
-             "Takes no other flag (--env or --trust-env-code only for module:Class envs).",
-        show_default=False)] = None,
-    trust_env_code: Annotated[bool, typer.Option(
-        help="With --resume: import the module:Class env named in the run's config.json.")] = False,
-    device: Annotated[Device | None, typer.Option(help="Where the networks run.")] = None,
-    preset: Annotated[Preset | None, typer.Option(
-        help="tiny: small and quick, for tests and smoke runs; default: the full agent.",
-        show_default="default")] = None,
-    config: Annotated[Path | None, typer.Option(
-        help="JSON of config fields (a run's config.json works); flags override it.")] = None,
-    threshold: Annotated[float | None, typer.Option(
-        help="Return that counts as solved [default: the env's reward_threshold].")] = None,
-    latent_dim: Annotated[int | None, typer.Option(help="Size of the latent z.", rich_help_panel=HP)] = None,
-    hidden_dim: Annotated[int | None, typer.Option(help="Width of hidden layers.", rich_help_panel=HP)] = None,
-    hidden_layers: Annotated[int | None, typer.Option(
-        help="Hidden layers of every network.", rich_help_panel=HP)] = None,
-    seq_len: Annotated[int | None, typer.Option(
-        help="Replayed sequence length (open-loop training).", rich_help_panel=HP)] = None,
-    horizon: Annotated[int | None, typer.Option(help="Imagination horizon H.", rich_help_panel=HP)] = None,
-    imag_starts: Annotated[int | None, typer.Option(
-        help="Replayed latents that start imagined rollouts.", rich_help_panel=HP)] = None,
-    imag_noise: Annotated[ImagNoise | None, typer.Option(
-        help="Imagined latents: prior means, samples, or auto (samples for continuous actions).",
-        rich_help_panel=HP)] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        help="Replayed sequences per update.", rich_help_panel=HP)] = None,
-    wm_lr: Annotated[float | None, typer.Option(help="World-model learning rate.", rich_help_panel=HP)] = None,
-    actor_lr: Annotated[float | None, typer.Option(help="Actor learning rate.", rich_help_panel=HP)] = None,
-    critic_lr: Annotated[float | None, typer.Option(help="Critic learning rate.", rich_help_panel=HP)] = None,
-    discount: Annotated[float | None, typer.Option(help="Discount gamma.", rich_help_panel=HP)] = None,
-    lam: Annotated[float | None, typer.Option(help="Lambda of the lambda-return.", rich_help_panel=HP)] = None,
-    entropy: Annotated[float | None, typer.Option(
-        help="Entropy bonus on normalised returns.", rich_help_panel=HP)] = None,
-    buffer_size: Annotated[int | None, typer.Option(
-        help="Real transitions kept in replay.", rich_help_panel=HP)] = None,
-    train_ratio: Annotated[float | None, typer.Option(
-        help="Gradient updates per env step.", rich_help_panel=HP)] = None,
-    prefill: Annotated[int | None, typer.Option(
-        help="Random-action env steps before learning.", rich_help_panel=HP)] = None,
-    pretrain: Annotated[int | None, typer.Option(
-        help="World-model-only updates on the prefill data.", rich_help_panel=HP)] = None,
-    novelty: Annotated[float | None, typer.Option(
-        help="Imagined reward for the disagreement of an ensemble of one-step models, per step and "
-             "relative to its mean (0: no ensemble).", rich_help_panel=HP)] = None,
-    noise_exponent: Annotated[float | None, typer.Option(
-        help="Exploration noise colour, 0-2: its spectrum falls as 1/f^x (0 white, 1 pink: longer "
-             "drifts reach rewards far from the start).", rich_help_panel=HP)] = None,
-    eval_every: Annotated[int | None, typer.Option(
-        help="Env steps between evaluations (0: only at the end).", rich_help_panel=HP)] = None,
-    eval_episodes: Annotated[int | None, typer.Option(
-        help="Episodes per evaluation.", rich_help_panel=HP)] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(
-        help="Env steps between checkpoints (0: at each evaluation).", rich_help_panel=HP)] = None,
-    max_episode_steps: Annotated[int | None, typer.Option(
-        help="Step limit of an env that registers none.", rich_help_panel=HP)] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.", rich_help_panel=HP)] = None,
-    sac_ratio: Annotated[float | None, typer.Option(help="SAC updates per env step.", rich_help_panel=LP)] = None,
-    sac_actor_share: Annotated[float | None, typer.Option(
-        help="Share of the SAC updates that train the policy and temperature too (the rest: the critics "
-             "alone); 0.1 with 10 updates per env step trains the policy once per env step.",
-        rich_help_panel=LP)] = None,
-    sac_batch: Annotated[int | None, typer.Option(help="Transitions per SAC update.", rich_help_panel=LP)] = None,
-    sac_hidden: Annotated[int | None, typer.Option(help="Width of SAC's networks.", rich_help_panel=LP)] = None,
-    sac_lr: Annotated[float | None, typer.Option(help="SAC learning rate.", rich_help_panel=LP)] = None,
-    sac_discount: Annotated[float | None, typer.Option(help="SAC's discount gamma.", rich_help_panel=LP)] = None,
-    sac_novelty: Annotated[float | None, typer.Option(
-        help="Reward for novel observations (random network distillation), relative to its mean, paid while "
-             "the replay holds no real episode end and its rewards vary by less than a tenth of this; 0: none.",
-        rich_help_panel=LP)] = None,
-    real_share: Annotated[float | None, typer.Option(
-        help="Least share of real transitions in a SAC batch (when the model is fully trusted).",
-        rich_help_panel=LP)] = None,
-    branch_length: Annotated[int | None, typer.Option(
-        help="Longest branched rollout; the guard picks 0 up to this.", rich_help_panel=LP)] = None,
-    branch_starts: Annotated[int | None, typer.Option(
-        help="Real states that start branched rollouts, per env step.", rich_help_panel=LP)] = None,
-    trust_threshold: Annotated[float | None, typer.Option(
-        help="Model error / 'nothing changes' error at or below which the model is trusted.",
-        rich_help_panel=LP)] = None,
-    seeds: Annotated[str | None, typer.Option(
-        help="Train several seeds, a run folder each: '0 1 2', '0,1,2' or '0-9'.", rich_help_panel=MS)] = None,
-    workers: Annotated[int | None, typer.Option(
-        help="Parallel worker processes for --seeds (default: one per core, at most one per seed).",
-        rich_help_panel=MS)] = None,
-    ray: Annotated[str | None, typer.Option(
-        help="Run --seeds as Ray tasks; alone: RAY_ADDRESS or a new local Ray; with ADDRESS "
-             "(HEAD:6379): join that cluster. Needs the ray extra (pip install -e '.\\[ray]').",
-        rich_help_panel=MS)] = None,
-) -> None:
-    """Train an agent and write a run folder (config, weights, checkpoint, metrics, summary, curves)."""
-    flags = {k: v for k, v in locals().items() if v is not None and k not in NON_CONFIG}
-    flags = {k: v.value if isinstance(v, Enum) else v for k, v in flags.items()}
-    from . import commands
-
-    if resume is not None:
-        given = [k for k, v in flags.items() if k not in ("steps", "env")]
-        given += [k for k, v in {"runs_dir": runs_dir, "name": name, "config": config, "preset": preset,
-                                 "seeds": seeds, "workers": workers, "ray": ray}.items() if v is not None]
-        given += ["force"] if force else []
-        if given:
-            fail(f"--resume continues the run as it was configured and takes only --steps "
-                 f"(and --env or --trust-env-code): remove --{given[0].replace('_', '-')}")
-        try:
-            summary, restored = commands.resume_training(resume, steps, env, trust_env_code)
-        except commands.USER_ERRORS as err:
-            fail(str(err))
-        except commands.TRAINING_FAILURES as err:
-            stop(str(err))
-        finish_training(summary, resume)
-        return
-    if trust_env_code:
-        fail("--trust-env-code goes with --resume (a new run imports the --env you name)")
-    runs_dir = Path("runs") if runs_dir is None else runs_dir
-    preset_name = "default" if preset is None else preset.value
-    if seeds is not None or workers is not None or ray is not None:
-        train_seeds(flags, preset_name, config, runs_dir, name, force, seeds, workers, ray)
-        return
-    try:
-        cfg, run_dir = commands.prepare_training(flags, preset_name, config, runs_dir, name, force)
-        summary = commands.run_training(cfg, run_dir)
-    except commands.USER_ERRORS as err:
-        fail(str(err))
-    except commands.TRAINING_FAILURES as err:
-        stop(str(err))
-    finish_training(summary, run_dir)
-
-
-def stop(message: str) -> None:
-    """A run that cannot go on (diverged): one line on stderr, exit 1."""
-    typer.echo(f"dreamer: error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def finish_training(summary: dict, run_dir: Path) -> None:
-    """The summary table and the run folder; for an interrupted run, how to resume, and exit 130 / 143."""
-    from . import commands
-    from .training import EXIT_CODES
-
-    commands.print_summary(summary)
-    if summary.get("interrupted"):
-        typer.echo(f"dreamer: interrupted by {summary['interrupted']} at env step {summary['env_steps']}; "
-                   f"resume with: dreamer train --resume {run_dir}", err=True)
-        raise typer.Exit(EXIT_CODES[summary["interrupted"]])
-    typer.echo(str(run_dir))
-
-
-NON_CONFIG = {"runs_dir", "name", "force", "config", "preset", "seeds", "workers", "ray", "resume", "trust_env_code"}
-MS = "Several seeds"
-
-
-def train_seeds(flags: dict, preset: str, config_file: Path | None, runs_dir: Path, name: str | None,
-                force: bool, seeds: str | None, workers: int | None, ray: str | None) -> None:
-    """`train --seeds`: a run folder per seed in local workers or Ray tasks; exit 1 if any failed."""
-    from . import commands, multiseed
-
-    if seeds is None:
-        fail("--workers and --ray need --seeds")
-    if "seed" in flags:
-        fail("give either --seed or --seeds, not both")
-    if workers is not None and workers <= 0:
-        fail(f"--workers must be > 0, got {workers}")
-    try:
-        seed_list = multiseed.parse_seeds(seeds)
-        if ray is not None:
-            multiseed.import_ray()
-        first = f"{name}-s{seed_list[0]}" if name else None
-        cfg, _ = commands.prepare_training({**flags, "seed": seed_list[0]}, preset, config_file, runs_dir,
-                                           first, force)
-        jobs = multiseed.plan(cfg, seed_list, runs_dir, name, force)
-    except commands.USER_ERRORS as err:
-        fail(str(err))
-    if ray is not None:
-        results = multiseed.run_ray(jobs, ray)
-    else:
-        results = multiseed.run_local(jobs, workers or multiseed.default_workers(len(jobs)))
-    code = multiseed.report(results)
-    if code:
-        raise typer.Exit(code)
-
-
-class XAxis(str, Enum):
-    steps = "steps"
-    seconds = "seconds"
+    raise typer.Exit(code)
 
 
 def _warn(message: str) -> None:
     typer.echo(f"dreamer: warning: {message}", err=True)
 
 
+def setting_option(setting: cfg.Setting) -> inspect.Parameter:
+    """The `train` option of one declared setting: named after its field, with its help and default."""
+    kind = choices(setting.name, setting.choices) if setting.choices else TYPES[setting.kind]
+    presets = "; ".join(f"{p} preset: {v}" for p, v in cfg.preset_values(setting.name).items())
+    option = typer.Option(help=setting.help + (f" ({presets})" if presets else ""), show_default=True,
+                          rich_help_panel=None if setting.name in MAIN else PANELS[setting.section])
+    default = kind(setting.default) if setting.choices else setting.default
+    return inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[kind, option])
+
+
+def with_settings(command: Callable) -> Callable:
+    """Give a command an option per declared setting (but file-only ones): the main ones first."""
+    own = list(inspect.signature(command, eval_str=True).parameters.values())
+    options = [setting_option(s) for s in cfg.SETTINGS.values() if not s.file_only]
+    first = [p for p in own if p.kind is p.POSITIONAL_OR_KEYWORD] + [p for p in options if p.name in MAIN]
+    rest = [p for p in own if p.kind is p.KEYWORD_ONLY] + [p for p in options if p.name not in MAIN]
+    command.__signature__ = inspect.Signature(first + rest)
+    return command
+
+
+def given(ctx: typer.Context) -> dict[str, Any]:
+    """The options given on the command line (not left at their defaults) by name; choices as plain values."""
+    # Recent Typer vendors Click, so the ParameterSource enum's module varies; its member names do not.
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return {name: value.value if isinstance(value, Enum) else value for name, value in ctx.params.items()
+            if sources[name] is not None and sources[name].name == "COMMANDLINE"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dreamer {cfg.VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print dreamer's version and exit.")] = False) -> None:
+    """Options that come before the command: --version."""
+
+
+@app.command(epilog="Every setting starts at its preset's value; a --config file overrides the preset, and a "
+                    "flag overrides both.")
+@with_settings
+def train(
+    ctx: typer.Context,
+    *,
+    config: Annotated[Path | None, typer.Option(
+        help="JSON of config fields (a run's config.json works); flags override it.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(
+        help="Run folder name: {env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS} when not given.")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Replace a run folder of that name, as a whole, once the new run has its first checkpoint.")] = False,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue this run folder from its last checkpoint, to its step total or a new --steps. "
+             "Takes no other flag (--env or --trust-env-code only for module:Class envs).")] = None,
+    trust_env_code: Annotated[bool, typer.Option(
+        help="With --resume: import the module:Class env named in the run's config.json.")] = False,
+    seeds: Annotated[str | None, typer.Option(
+        help="Train several seeds, a run folder each: '0 1 2', '0,1,2' or '0-9'.", rich_help_panel=SEEDS)] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Parallel worker processes for --seeds.", show_default="one per core, at most one per seed",
+        rich_help_panel=SEEDS)] = None,
+    ray: Annotated[str | None, typer.Option(
+        help="Run --seeds as Ray tasks: alone, on RAY_ADDRESS or a new local Ray; with HEAD:6379, on that "
+             "cluster. Needs the ray extra (pip install -e '.\\[ray]').", rich_help_panel=SEEDS)] = None,
+    **settings: Any,
+) -> None:
+    """Train an agent and write a run folder (config, weights, checkpoint, metrics, summary, curves)."""
+    typed = given(ctx)
+    flags = {name: value for name, value in typed.items() if name in cfg.SETTINGS}
+    if resume is not None:
+        others = [name for name in typed if name not in ("resume", "steps", "env", "trust_env_code")]
+        if others:
+            fail(f"--resume continues the run as it was configured and takes only --steps "
+                 f"(and --env or --trust-env-code): remove --{others[0].replace('_', '-')}")
+        _run(lambda: _resume(resume, flags.get("steps"), flags.get("env"), trust_env_code), resume)
+        return
+    if trust_env_code:
+        fail("--trust-env-code goes with --resume (a new run imports the --env you name)")
+    if seeds is not None or workers is not None or ray is not None:
+        _train_seeds(flags, config, runs_dir, name, force, seeds, workers, ray)
+        return
+    try:
+        built, run_dir = _prepare(flags, config, runs_dir, name, force)
+    except ValueError as err:
+        fail(str(err))
+    _run(lambda: _train(built, run_dir), run_dir)
+
+
+def _prepare(flags: dict[str, Any], config_file: Path | None, runs_dir: Path, name: str | None,
+             force: bool) -> tuple[cfg.Config, Path]:
+    """The config, with the device, the env and the run folder checked before any folder is made."""
+    from . import runs
+    from .agent import resolve_device
+    from .envs import make_env
+
+    config = cfg.build(flags, config_file)
+    resolve_device(config.train.device)
+    # Unknown ids, env constructors that fail and unsupported spaces are all refused here.
+    make_env(config.env, max_episode_steps=config.train.max_episode_steps).close()
+    return config, runs.prepare_run_dir(runs_dir, name, config, force)
+
+
+def _train(config: cfg.Config, run_dir: Path) -> dict[str, Any]:
+    """Train with a progress bar; the summary."""
+    from . import display, training
+
+    progress, show = display.run_progress(config.env, config.train.steps, config.train.pretrain)
+    with progress:
+        _, summary = training.train(config, run_dir, on_progress=show)
+    return summary
+
+
+def _resume(run_dir: Path, steps: int | None, env: str | None, trust_env_code: bool) -> dict[str, Any]:
+    """Continue a run from its checkpoint with a progress bar, saying what was restored; the summary."""
+    from . import display, runs, training
+
+    config, _ = runs.load_config(run_dir)
+    runs.check_env_trust(run_dir, config.env, env, trust_env_code)
+    if steps is not None and steps <= 0:
+        raise cfg.ConfigError(f"--steps must be > 0, got {steps}")
+    total = config.train.steps if steps is None else steps
+    # The bar starts only once the run is restored, so that a refusal stays one line on stderr.
+    progress, show = display.run_progress(config.env, total, config.train.pretrain)
+    trainer = training.resume(run_dir, steps, on_progress=show)
+    display.resumed(run_dir, trainer.state, total, len(trainer.buffer))
+    with progress:
+        return trainer.run()
+
+
+def _run(training: Callable[[], dict[str, Any]], run_dir: Path) -> None:
+    """Run one training; then its curves.png, the summary table and the folder, or how to resume it."""
+    from . import display
+
+    try:
+        summary = training()
+    except ValueError as err:  # ConfigError, EnvError, RunError: the user's to fix
+        fail(str(err))
+    except RuntimeError as err:  # checkpoint.Diverged, without importing torch here
+        fail(str(err), 1)
+    display.summary_table(summary)
+    if summary.get("interrupted"):
+        from .training import EXIT_CODES
+
+        display.interrupted(summary, run_dir)
+        raise typer.Exit(EXIT_CODES[summary["interrupted"]])
+    from .plotting import plot_finished
+
+    try:
+        plot_finished(run_dir, summary)
+    except ValueError as err:  # a figure that cannot be drawn is a warning: the run stands
+        _warn(f"no curves.png in {run_dir}: {err}")
+    typer.echo(str(run_dir))
+
+
+def _train_seeds(flags: dict[str, Any], config_file: Path | None, runs_dir: Path, name: str | None,
+                 force: bool, seeds: str | None, workers: int | None, ray: str | None) -> None:
+    """`train --seeds`: a run folder per seed in local workers or Ray tasks; exit 1 if any failed."""
+    from . import display, multiseed
+
+    try:
+        seed_list = multiseed.seeds_of(seeds, workers, ray, flags)
+        built, _ = _prepare({**flags, "seed": seed_list[0]}, config_file, runs_dir,
+                            f"{name}-s{seed_list[0]}" if name else None, force)
+        jobs = multiseed.plan(built, seed_list, runs_dir, name, force)
+    except ValueError as err:
+        fail(str(err))
+    with display.seeds_progress(jobs, "waiting" if ray is None else "queued") as show:
+        results = multiseed.run(jobs, workers, ray, show)
+    display.seeds_report(results)
+    code = multiseed.exit_code(results)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def plot(
     run: Annotated[list[Path], typer.Argument(help="Run folders (a shell glob such as runs/* works).")],
     out: Annotated[Path | None, typer.Option(
-        help="PNG to write (default: RUN/curves.png for one run, plot.png for several).")] = None,
+        help="PNG to write.", show_default="RUN/curves.png for one run, plot.png for several")] = None,
     metric: Annotated[list[str] | None, typer.Option(
-        help="Metric key from metrics.jsonl; repeat for several (default: all for one run, "
-             "eval/return_mean for several).")] = None,
+        help="Metric key from metrics.jsonl; repeat for several.",
+        show_default="all for one run, eval/return_mean for several")] = None,
     x: Annotated[XAxis, typer.Option(help="Horizontal axis: env steps or wall-clock seconds.")] = XAxis.steps,
 ) -> None:
     """Plot one run's curves, or overlay several grouped by (env, algo, label) with 95% bands."""
-    from . import runs
     from .compare import group_runs, load_runs
     from .plotting import check_metrics, plot_groups, plot_run
 
@@ -286,7 +247,7 @@ def plot(
             run_list = load_runs(run, warn=_warn)
             check_metrics(run_list, metrics)
             path = plot_groups(group_runs(run_list, warn=_warn), out or Path("plot.png"), metrics or None, x.value)
-    except (runs.RunError, ValueError) as err:
+    except ValueError as err:
         fail(str(err))
     typer.echo(str(path))
 
@@ -295,34 +256,26 @@ def plot(
 def compare(
     run: Annotated[list[Path], typer.Argument(help="Run folders (a shell glob such as runs/* works).")],
     threshold: Annotated[float | None, typer.Option(
-        help="Return that counts as solved (default: each run's threshold in summary.json).")] = None,
+        help="Return that counts as solved.", show_default="each run's threshold in summary.json")] = None,
     out: Annotated[Path, typer.Option(help="Folder for compare.md, .csv, .json and .png.")] = Path("compare"),
 ) -> None:
     """Table per env of groups (env, algo, label) over seeds: IQM, 95% CI, AUC, steps to threshold."""
-    from rich.console import Console
-    from rich.table import Table
-
     from . import compare as cmp
-    from . import runs
+    from . import display
+    from .plotting import plot_comparison
 
     try:
         run_list = cmp.load_runs(run, warn=_warn)
-    except (runs.RunError, ValueError) as err:
+    except ValueError as err:
         fail(str(err))
     tables = cmp.compare(run_list, threshold, warn=_warn)
-    console = Console()
-    for env, rows in tables.items():
-        table = Table(title=f"{env}: groups over seeds", caption=cmp.CAPTION)
-        for i, (_, header) in enumerate(cmp.COLUMNS):
-            table.add_column(header, justify="left" if i < 2 else "right")
-        for row in rows:
-            table.add_row(*cmp.cells(row))
-        console.print(table)
-    for path in cmp.write_outputs(tables, run_list, out, threshold):
+    display.compare_tables(tables, [header for _, header in cmp.COLUMNS], cmp.CAPTION, cmp.cells)
+    for path in [*cmp.write_outputs(tables, out), plot_comparison(run_list, out / "compare.png", threshold)]:
         typer.echo(str(path))
 
 
-THREADS_HELP = "Torch CPU threads [default: the run's threads setting]."
+THREADS_HELP = "Torch CPU threads."
+THREADS_DEFAULT = "the run's threads setting"
 ENV_HELP = "The run's module:Class env, named again so that dreamer may import it."
 TRUST_HELP = "Import the module:Class env named in the run's config.json (runs code from the run folder)."
 
@@ -331,11 +284,12 @@ TRUST_HELP = "Import the module:Class env named in the run's config.json (runs c
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `dreamer train`.")],
     episodes: Annotated[int, typer.Option(help="Deterministic episodes to run.")] = 10,
-    seed: Annotated[int | None, typer.Option(help="Seed of the first episode [default: the run's seed].")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the first episode.", show_default="the run's seed")] = None,
     render: Annotated[bool, typer.Option(
         help="Record the first episode to videos/eval.gif (and show it when a display exists).")] = False,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
-    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP, show_default=THREADS_DEFAULT)] = None,
     env: Annotated[str | None, typer.Option(help=ENV_HELP)] = None,
     trust_env_code: Annotated[bool, typer.Option(help=TRUST_HELP)] = False,
 ) -> None:
@@ -344,23 +298,30 @@ def evaluate(
         fail(f"--episodes must be > 0, got {episodes}")
     if seed is not None and seed < 0:
         fail(f"--seed must be >= 0, got {seed}")
-    from . import commands
+    from . import display, runs
+    from .checkpoint import load_agent
+    from .evaluation import evaluate_policy
 
     try:
-        agent, cfg = commands.load_agent(run, device.value, threads, env, trust_env_code)
-        commands.check_writable(run)
-    except commands.USER_ERRORS as err:
+        agent, config = load_agent(run, device.value, threads, env, trust_env_code)
+        runs.check_writable(run)
+        seed = config.train.seed if seed is None else seed
+        limit = config.train.max_episode_steps
+        with display.status(f"evaluating {episodes} episodes of {config.env}"):
+            result = evaluate_policy(agent, config.env, episodes, seed, record=render, max_episode_steps=limit)
+        report = {"env": config.env, "seed": seed, **result.stats(), "returns": result.returns,
+                  "lengths": result.lengths}
+        if render and result.render_error is not None:
+            report["gif_error"] = result.render_error
+            display.note(f"no eval.gif: the env could not render ({result.render_error})")
+        if render and result.frames:
+            report["gif"] = str(runs.write_gif(result.frames, run / "videos" / "eval.gif"))
+            if display.window_available():
+                display.show_episode(agent, config.env, seed, limit)
+        runs.write_json(run / runs.EVAL_FILE, report)
+    except ValueError as err:
         fail(str(err))
-    try:
-        report = commands.run_evaluation(agent, cfg, run, episodes, seed, render)
-    except commands.USER_ERRORS as err:
-        fail(str(err))
-    commands.print_evaluation(report)
-
-
-class ActionSource(str, Enum):
-    policy = "policy"
-    random = "random"
+    display.evaluation_table(report)
 
 
 @app.command("imagine")
@@ -368,35 +329,28 @@ def imagine_command(
     run: Annotated[Path, typer.Argument(help="A run folder written by `dreamer train`.")],
     horizon: Annotated[int, typer.Option(help="Imagined steps per rollout (may exceed the training horizon).")] = 15,
     rollouts: Annotated[int, typer.Option(help="Rollouts: half from fresh resets, half along a real episode.")] = 16,
-    seed: Annotated[int | None, typer.Option(help="Seed of the start states [default: the run's seed].")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the start states.", show_default="the run's seed")] = None,
     actions: Annotated[ActionSource, typer.Option(
         help="policy: the actor on the imagined latent; random: uniform from the seed.")] = ActionSource.policy,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
-    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP, show_default=THREADS_DEFAULT)] = None,
     env: Annotated[str | None, typer.Option(help=ENV_HELP)] = None,
     trust_env_code: Annotated[bool, typer.Option(help=TRUST_HELP)] = False,
 ) -> None:
     """Dream beside reality: table of errors, imagine/imagine.json, imagine.png and dream.gif."""
-    if horizon <= 0:
-        fail(f"--horizon must be > 0, got {horizon}")
-    if rollouts <= 0:
-        fail(f"--rollouts must be > 0, got {rollouts}")
-    from . import commands
-    from .imagine import print_table, run_imagine
-
-    def note(message: str) -> None:
-        commands.console.print(f"[yellow]{message}", soft_wrap=True)  # one line, never wrapped
+    from . import display
+    from .dream_render import run_imagine
+    from .imagine import table_steps
 
     try:
-        if seed is not None and seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {seed}")
-        report = run_imagine(run, horizon, rollouts, seed, actions.value, device.value, note, threads,
+        report = run_imagine(run, horizon, rollouts, seed, actions.value, device.value, display.note, threads,
                              env, trust_env_code)
-    except commands.USER_ERRORS as err:
+    except ValueError as err:
         fail(str(err))
-    print_table(report["metrics"], report["obs_labels"],
-                f"{report['env']}: |imagined - real|, mean±std over {rollouts} rollouts "
-                f"({report['actions']} actions, seed {report['seed']}, env units)")
+    display.imagine_table(report["metrics"], report["obs_labels"], table_steps(horizon),
+                          f"{report['env']}: |imagined - real|, mean±std over {rollouts} rollouts "
+                          f"({report['actions']} actions, seed {report['seed']}, env units)")
     for key in ("json", "png", "gif"):
         typer.echo(report[key])
 

@@ -278,16 +278,12 @@ def to_csv(tables: dict[str, list[dict[str, Any]]]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(tables: dict[str, list[dict[str, Any]]], run_list: list[Run], out_dir: Path,
-                  threshold: float | None = None) -> list[Path]:
-    """compare.md, compare.csv, compare.json and compare.png in out_dir; returns their paths."""
-    from .plotting import plot_groups
-
+def write_outputs(tables: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
+    """compare.md, compare.csv and compare.json in out_dir (plotting draws compare.png); their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"compare.{ext}" for ext in ("md", "csv", "json", "png")]
+    paths = [out_dir / f"compare.{ext}" for ext in ("md", "csv", "json")]
     runs.write_json(paths[2], tables)
     for path, text in ((paths[0], to_markdown(tables)), (paths[1], to_csv(tables))):
         runs.write_text(path, text)
-    plot_groups(group_runs(run_list), paths[3], [RETURN_KEY], threshold=threshold)
     return paths

@@ -1,4 +1,8 @@
-"""One frozen config tree: world model, actor-critic and training settings, presets, JSON."""
+"""One frozen config tree: each setting declared once, with its help text and its check.
+
+The CLI's `train` flags and the README's settings table are built from these declarations;
+`validate` applies their checks. Presets are overlays of the default, keyed by field name.
+"""
 
 from __future__ import annotations
 
@@ -9,184 +13,237 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+VERSION = "0.1.0"  # the package's version; here, in a module that imports nothing of the package
 SCHEMA_VERSION = 2  # 2: metadata moved from config.json to run.json; 1 still loads
 # Here rather than in envs.py, which imports it, so that config stays free of gymnasium.
 DEFAULT_MAX_EPISODE_STEPS = 1000
+META_KEYS = ("schema_version", "dreamer_version", "env_spec", "label")  # run.json's keys, not settings
+
+# dreamer: imagination only; model-free: SAC on real data, no world model; mbpo: SAC on real and
+# branched model data; hybrid: one policy trained by both, as far as the model-trust guard allows.
+ALGOS = ("dreamer", "model-free", "mbpo", "hybrid")
+IMAG_NOISE = ("auto", "mean", "sample")
+DEVICES = ("auto", "cpu", "cuda")
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": {
+        "latent_dim": 8, "hidden_dim": 32, "seq_len": 8, "horizon": 5, "imag_starts": 32, "batch_size": 16,
+        "steps": 300, "prefill": 100, "pretrain": 20, "train_ratio": 0.25, "eval_every": 150,
+        "eval_episodes": 2, "log_every": 50, "sac_hidden": 32, "sac_batch": 32,
+    },
+}
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is meant for the user."""
 
 
+def setting(default: Any, help: str, check: str = "", choices: tuple[str, ...] = (), file_only: str = "") -> Any:
+    """A config field with its help text and its check ("> 0", ">= 2", "in (0, 1]", ...).
+
+    choices: the only values allowed; file_only: why the field has no `train` flag (set it in a
+    --config file instead).
+    """
+    if check:
+        _bounds(check)  # a rule that does not parse fails at import, not at the first bad value
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices,
+                                            "file_only": file_only})
+
+
+def _bounds(rule: str):
+    """The test of a rule: '> x', '>= x', or an interval such as 'in (0, 1]' or 'in [0, 2]'."""
+    op, _, rest = rule.partition(" ")
+    if op in (">", ">="):
+        low = float(rest)
+        return (lambda v: v > low) if op == ">" else (lambda v: v >= low)
+    if op != "in" or rest[0] not in "([" or rest[-1] not in ")]":
+        raise ValueError(f"cannot read the check {rule!r}")
+    low, high = (float(x) for x in rest[1:-1].split(","))
+    return lambda v: (low < v if rest[0] == "(" else low <= v) and (v < high if rest[-1] == ")" else v <= high)
+
+
 @dataclass(frozen=True)
 class WorldModelConfig:
     """Sizes and loss scales of the latent world model."""
 
-    latent_dim: int = 64  # size of the Gaussian latent z
-    hidden_dim: int = 128  # width of every hidden layer (world model and actor-critic)
-    hidden_layers: int = 2  # hidden layers of every network (world model and actor-critic)
-    wm_lr: float = 1e-3  # Adam learning rate of encoder, transition, heads and decoder
-    seq_len: int = 16  # length of replayed sequences; the model is trained open-loop over it
-    consistency: float = 20.0  # weight of the open-loop latent consistency loss (per dim)
-    kl_rep: float = 0.1  # weight of KL(posterior || stop-grad prior) per dim: shapes the encoder
-    min_std: float = 0.05  # lower bound of every latent standard deviation
-    novelty: float = 0.0  # imagined reward for disagreement, per step, relative to its mean (0: no ensemble)
-    novelty_heads: int = 5  # one-step predictors in that ensemble
+    latent_dim: int = setting(64, "Size of the Gaussian latent z.", "> 0")
+    hidden_dim: int = setting(128, "Width of every hidden layer (world model and actor-critic).", "> 0")
+    hidden_layers: int = setting(2, "Hidden layers of every network (world model and actor-critic).", "> 0")
+    wm_lr: float = setting(1e-3, "Adam learning rate of the encoder, transition, heads and decoder.", "> 0")
+    seq_len: int = setting(16, "Length of replayed sequences; the model is trained open-loop over them.", ">= 2")
+    consistency: float = setting(20.0, "Weight of the open-loop latent consistency loss (per dim).", ">= 0")
+    kl_rep: float = setting(0.1, "Weight of KL(posterior || stop-grad prior) per dim: it shapes the encoder.",
+                            ">= 0")
+    min_std: float = setting(0.05, "Lower bound of every latent standard deviation.", "> 0")
+    novelty: float = setting(0.0, "Imagined reward for the disagreement of an ensemble of one-step models, per "
+                                  "step and relative to its mean (0: no ensemble).", ">= 0")
+    novelty_heads: int = setting(5, "One-step predictors in that ensemble.", ">= 2")
 
 
 @dataclass(frozen=True)
 class ActorCriticConfig:
     """Imagination horizon, returns and optimiser settings of the policy and value."""
 
-    horizon: int = 15  # imagined steps per rollout
-    imag_starts: int = 64  # replayed latents that start imagined rollouts, per update
-    imag_noise: str = "auto"  # mean, sample, or auto: sample for continuous actions, mean for discrete
-    actor_lr: float = 3e-5  # Adam learning rate of the actor in imagination (dreamer; hybrid's imagination path)
-    critic_lr: float = 1e-3  # Adam learning rate of the critic
-    discount: float = 0.997  # gamma (effective horizon about 333 steps)
-    lam: float = 0.95  # lambda of the lambda-return
-    entropy: float = 3e-4  # entropy bonus, applied to returns normalised to about [0, 1]
-    critic_ema: float = 0.02  # rate at which the slow (target) critic follows the critic
-    return_ema: float = 0.01  # rate of the percentile-range estimate that scales returns
+    horizon: int = setting(15, "Imagined steps per rollout (the horizon H).", "> 0")
+    imag_starts: int = setting(64, "Replayed latents that start imagined rollouts, per update.", "> 0")
+    imag_noise: str = setting("auto", "Imagined latents: prior means, samples, or auto (samples for continuous "
+                                      "actions, means for discrete ones).", choices=IMAG_NOISE)
+    actor_lr: float = setting(3e-5, "Adam learning rate of the actor in imagination (dreamer; hybrid's "
+                                    "imagination path).", "> 0")
+    critic_lr: float = setting(1e-3, "Adam learning rate of the critic.", "> 0")
+    discount: float = setting(0.997, "Discount gamma (an effective horizon of about 333 steps).", "in (0, 1]")
+    lam: float = setting(0.95, "Lambda of the lambda-return.", "in (0, 1]")
+    entropy: float = setting(3e-4, "Entropy bonus, on returns normalised to about 0 to 1.", ">= 0")
+    critic_ema: float = setting(0.02, "Rate at which the slow (target) critic follows the critic.", "in (0, 1]")
+    return_ema: float = setting(0.01, "Rate of the percentile-range estimate that scales returns.", "in (0, 1]")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The outer loop: data collection, update ratio, evaluation and logging."""
 
-    steps: int = 10_000  # env steps to train for
-    seed: int = 0
-    batch_size: int = 16  # replayed sequences per world-model update
-    buffer_size: int = 100_000  # real transitions kept in replay
-    train_ratio: float = 0.5  # gradient updates per env step once prefill is done
-    # Env steps of random actions before learning starts. 250, not 500 (benchmarks/sample_efficiency.py
-    # --set prefill=250, seeds 0-4, README): model-free reached the thresholds in a median 500 / 1,000
-    # env steps, where its races with 500 gave 1,000-1,500 on each task (the first eval after any
-    # learning is at 1,000); dreamer kept its medians, 5/5 on both tasks, at a fifth
-    # to a quarter more updates to the same env step (learning starts sooner).
-    prefill: int = 250
-    # Collection noise (prefill and policy samples) has a 1/f^noise_exponent spectrum: 0 white,
-    # 1 pink, 2 red. Same per-step distribution; longer drifts reach rewards far from the start.
-    noise_exponent: float = 1.0
-    pretrain: int = 200  # world-model-only updates on the prefill data, before behaviour learning
-    eval_every: int = 1_000  # env steps between evaluations (0: only at the end)
-    eval_episodes: int = 10  # deterministic episodes per evaluation
-    log_every: int = 250  # env steps between training-metric rows
-    checkpoint_every: int = 0  # env steps between checkpoints (0: at each evaluation); also at the end
-    threshold: float | None = None  # return that counts as solved; None: the env's own
-    # step limit of an env that registers none (a module:Class env whose episodes never end would hang evaluation)
-    max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS
-    device: str = "auto"  # auto, cpu or cuda
-    threads: int = 1  # torch CPU threads; small nets run fastest on one
+    steps: int = setting(10_000, "Env steps to train for.", "> 0")
+    seed: int = setting(0, "Seed of torch, numpy and the env.", ">= 0")
+    batch_size: int = setting(16, "Replayed sequences per world-model update.", "> 0")
+    buffer_size: int = setting(100_000, "Real transitions kept in replay.", "> 0")
+    train_ratio: float = setting(0.5, "Gradient updates per env step once the prefill is done.", "> 0")
+    # 250 rather than 500: model-free reached the thresholds sooner and dreamer kept its medians
+    # (benchmarks/sample_efficiency.py with --set prefill=...).
+    prefill: int = setting(250, "Env steps of random actions before learning starts.", ">= 0")
+    noise_exponent: float = setting(1.0, "Colour of the collection noise: its spectrum falls as 1/f^x (0 white, "
+                                         "1 pink, 2 red); longer drifts reach rewards far from the start.",
+                                    "in [0, 2]")
+    pretrain: int = setting(200, "World-model-only updates on the prefill data, before behaviour learning.",
+                            ">= 0")
+    eval_every: int = setting(1_000, "Env steps between evaluations (0: only at the end).", ">= 0")
+    eval_episodes: int = setting(10, "Deterministic episodes per evaluation.", "> 0")
+    log_every: int = setting(250, "Env steps between training-metric rows.", "> 0")
+    checkpoint_every: int = setting(0, "Env steps between checkpoints (0: at each evaluation); one at the end "
+                                       "too.", ">= 0")
+    threshold: float | None = setting(None, "Return that counts as solved (none: the env's reward_threshold).")
+    max_episode_steps: int = setting(DEFAULT_MAX_EPISODE_STEPS, "Step limit of an env that registers none (an "
+                                     "env whose episodes never end would hang evaluation).", "> 0")
+    device: str = setting("auto", "Where the networks run (auto: cuda when torch sees a GPU).", choices=DEVICES)
+    threads: int = setting(1, "Torch CPU threads; small networks run fastest on one.", "> 0")
 
 
 @dataclass(frozen=True)
 class LearnerConfig:
     """The off-policy learner on real (and branched) transitions, and the model-trust guard.
 
-    Used by --algo model-free, mbpo and hybrid; names start with sac_ so none repeats another
-    section's (the learner's discount is sac_discount, not a second `discount`). SAC defaults
-    from benchmarks/sac_screen.py (seeds 0-2): DroQ-style critics at 10 updates per env step
-    reached the thresholds in a median 1,500 env steps on Pendulum-v1 and CartPole-v1; the plain
-    256-wide recipe at one update per step took 4,500-6,000; 5 updates per step as many on
-    Pendulum-v1 but 5,500 on CartPole-v1. Learning rate 1e-3 (SB3's SAC at 10 updates per step
-    in the anchor notes; benchmarks/sample_efficiency.py --methods model-free --set sac_lr=...,
-    seeds 0-4, pink collection noise): a median 1,000 env steps on both tasks, where 3e-4 took
-    1,500 on Pendulum-v1 and over 3,000 on CartPole-v1 (a partial screen: README, the race).
-    Width 64 and the actor in one update per env step (REDQ's policy step after its critic steps)
-    instead of 128 and every update: the same median env steps to the thresholds over seeds 0-9
-    (1,000 on both tasks) at about half the seconds per env step (README, "Seconds per update").
+    Used by --algo model-free, mbpo and hybrid; names start with sac_ so that none repeats another
+    section's (the learner's discount is sac_discount). Defaults from benchmarks/sac_screen.py and
+    benchmarks/sample_efficiency.py: DroQ-style critics at many updates per env step reach the
+    thresholds in the fewest env steps.
     """
 
-    sac_hidden: int = 64  # width of the SAC actor's and critics' hidden layers
-    sac_layers: int = 2  # their hidden layers
-    sac_lr: float = 1e-3  # Adam learning rate of the critics, temperature and the actor they train
-    sac_batch: int = 128  # transitions per SAC update
-    sac_discount: float = 0.99  # the learner's gamma
-    sac_nstep: int = 1  # env steps a replayed transition runs on before its value is bootstrapped
-    sac_tau: float = 0.005  # rate at which the target critics follow the critics
-    sac_dropout: float = 0.01  # dropout in the critics (DroQ), which with LayerNorm lets sac_ratio be high
-    sac_critics: int = 2  # critics in the ensemble; targets use the min of two of them
-    sac_ratio: float = 10.0  # SAC updates per env step once the prefill is done
-    sac_actor_share: float = 0.1  # share of them that train actor and temperature too (a step's last ones)
-    sac_alpha: float = 0.2  # initial entropy temperature, then tuned toward a target entropy
-    sac_novelty: float = 1.0  # RND novelty reward, relative to its mean, while the replay is endless and quiet
-    real_share: float = 0.5  # share of real transitions in a SAC batch when the model is fully trusted
-    branch_length: int = 5  # longest branched rollout through the model (the guard picks 0..this)
-    branch_starts: int = 32  # replayed real states that start branched rollouts, per env step
-    model_buffer_size: int = 50_000  # branched transitions kept
-    trust_threshold: float = 0.2  # model error / reference error at or below which a model counts as useful
-    trust_window: int = 200  # env steps of fresh transitions over which the guard measures errors
+    sac_hidden: int = setting(64, "Width of the SAC actor's and critics' hidden layers.", "> 0")
+    sac_layers: int = setting(2, "Hidden layers of the SAC actor and critics.", "> 0")
+    sac_lr: float = setting(1e-3, "Adam learning rate of the critics, the temperature and the actor they train.",
+                            "> 0")
+    sac_batch: int = setting(128, "Transitions per SAC update.", "> 0")
+    sac_discount: float = setting(0.99, "The off-policy learner's discount gamma.", "in (0, 1]")
+    sac_nstep: int = setting(1, "Env steps a replayed transition runs on before its value is bootstrapped.",
+                             "> 0")
+    sac_tau: float = setting(0.005, "Rate at which the target critics follow the critics.", "in (0, 1]")
+    sac_dropout: float = setting(0.01, "Dropout in the critics (DroQ), which with LayerNorm lets sac_ratio be "
+                                       "high.", "in [0, 1)")
+    sac_critics: int = setting(2, "Critics in the ensemble; targets use the min of two of them.", ">= 2")
+    sac_ratio: float = setting(10.0, "SAC updates per env step once the prefill is done.", ">= 0")
+    sac_actor_share: float = setting(0.1, "Share of the SAC updates that train the actor and temperature too (a "
+                                          "step's last ones; the rest train the critics alone).", "in (0, 1]")
+    sac_alpha: float = setting(0.2, "Initial entropy temperature, then tuned toward a target entropy.", "> 0")
+    sac_novelty: float = setting(1.0, "Reward for novel observations (random network distillation), relative to "
+                                      "its mean, paid while the replay holds no real episode end and its rewards "
+                                      "vary by less than a tenth of this (0: none).", ">= 0")
+    real_share: float = setting(0.5, "Least share of real transitions in a SAC batch (when the model is fully "
+                                     "trusted).", "in (0, 1]")
+    branch_length: int = setting(5, "Longest branched rollout through the model; the guard picks 0 up to this.",
+                                 ">= 0")
+    branch_starts: int = setting(32, "Replayed real states that start branched rollouts, per env step.", "> 0")
+    model_buffer_size: int = setting(50_000, "Branched transitions kept.", "> 0")
+    trust_threshold: float = setting(0.2, "Model error / 'nothing changes' error at or below which the model "
+                                          "counts as useful.", "in (0, 1]")
+    trust_window: int = setting(200, "Env steps of fresh transitions over which the guard measures errors.", "> 0")
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything a run needs; stored verbatim as config.json."""
 
-    env: str = "CartPole-v1"
-    # model-free: the race's fewest env steps on both tasks, and 3/3 on suite tasks where dreamer
-    # failed (README, "Which algo is the default").
-    algo: str = "model-free"
-    preset: str = "default"
+    env: str = setting("CartPole-v1", "Gymnasium id or module:Class.")
+    # model-free by default: the fewest env steps to the thresholds in the race, and it solved suite
+    # tasks where dreamer failed (docs/).
+    algo: str = setting("model-free", "dreamer: the policy learns in imagination only; model-free: SAC on real "
+                                      "transitions, no world model; mbpo: SAC on real and branched model "
+                                      "transitions; hybrid: one policy trained by both, as far as the "
+                                      "model-trust guard allows.", choices=ALGOS)
+    preset: str = setting("default", "The values every other setting starts from (tiny: small and quick, for "
+                                     "tests and smoke runs).", choices=tuple(PRESETS))
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
 
-# dreamer: imagination only; model-free: SAC on real data, no world model; mbpo: SAC on real and
-# branched model data; hybrid: one policy trained by both, as far as the model-trust guard allows.
-ALGOS = ("dreamer", "model-free", "mbpo", "hybrid")
-IMAG_NOISE = ("auto", "mean", "sample")
-SECTIONS = ("world_model", "actor_critic", "train", "learner")
-TOP_LEVEL = ("env", "algo", "preset")
+@dataclass(frozen=True)
+class Setting:
+    """One declared field: where it lives, its default, type, help, check and choices."""
 
-# Presets are overlays of the one default config, keyed by field name.
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "tiny": {
-        "latent_dim": 8,
-        "hidden_dim": 32,
-        "seq_len": 8,
-        "horizon": 5,
-        "imag_starts": 32,
-        "batch_size": 16,
-        "steps": 300,
-        "prefill": 100,
-        "pretrain": 20,
-        "train_ratio": 0.25,
-        "eval_every": 150,
-        "eval_episodes": 2,
-        "log_every": 50,
-        "sac_hidden": 32,
-        "sac_batch": 32,
-    },
-}
+    name: str
+    section: str  # '' for the top level
+    default: Any
+    kind: str  # the annotation's text (`from __future__ import annotations`): int, float, str, float | None
+    help: str
+    check: str
+    choices: tuple[str, ...]
+    file_only: str
+
+
+def declarations(tree: type = Config) -> dict[str, Setting]:
+    """Every field of a config tree by name; ConfigError when a name repeats across sections."""
+    found: dict[str, Setting] = {}
+
+    def add(f: dataclasses.Field, section: str) -> None:
+        if f.name in found:
+            where = found[f.name].section or "the top level"
+            raise ConfigError(f"config field {f.name!r} of {section or 'the top level'} repeats the one of {where}: "
+                              "names must be unique, since flags and overrides name a field alone")
+        meta = f.metadata
+        found[f.name] = Setting(f.name, section, f.default, str(f.type), meta.get("help", ""),
+                                meta.get("check", ""), meta.get("choices", ()), meta.get("file_only", ""))
+
+    for f in fields(tree):
+        if dataclasses.is_dataclass(f.default_factory):
+            for inner in fields(f.default_factory):
+                add(inner, f.name)
+        else:
+            add(f, "")
+    return found
+
+
+SETTINGS = declarations()  # checked here, at import: a repeated name never reaches a run
+SECTIONS = tuple(dict.fromkeys(s.section for s in SETTINGS.values() if s.section))
+TOP_LEVEL = tuple(s.name for s in SETTINGS.values() if not s.section)
 
 
 def field_names() -> dict[str, str]:
     """Map every settable field name to the section that holds it ('' for top level)."""
-    names = {name: "" for name in TOP_LEVEL}
-    for section in SECTIONS:
-        for f in fields(Config.__dataclass_fields__[section].default_factory()):
-            names[f.name] = section
-    return names
+    return {name: s.section for name, s in SETTINGS.items()}
 
 
 def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """Return a copy of config with the named fields replaced (names are unique in the tree)."""
-    names = field_names()
-    unknown = sorted(set(overrides) - set(names))
+    unknown = sorted(set(overrides) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-    top = {k: v for k, v in overrides.items() if names[k] == ""}
+    top = {k: v for k, v in overrides.items() if SETTINGS[k].section == ""}
     sections = {}
     for section in SECTIONS:
         current = getattr(config, section)
-        part = {k: _coerce(getattr(current, k), v) for k, v in overrides.items()
-                if names[k] == section}
+        part = {k: _coerce(getattr(current, k), v) for k, v in overrides.items() if SETTINGS[k].section == section}
         if part:
-            sections[section] = dataclasses.replace(getattr(config, section), **part)
+            sections[section] = dataclasses.replace(current, **part)
     return dataclasses.replace(config, **top, **sections)
 
 
@@ -204,6 +261,20 @@ def from_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
     return with_overrides(Config(preset=name), PRESETS[name])
+
+
+def build(flags: dict[str, Any], config_file: Path | None = None) -> Config:
+    """Preset, then the JSON file, then the flags, each over the last; validated.
+
+    The preset is the flags' preset, else the file's, else the default; a run's config.json
+    works as the file (its metadata keys are skipped).
+    """
+    flags = dict(flags)
+    data = {} if config_file is None else flatten(load_json(config_file))
+    data = {k: v for k, v in data.items() if k not in META_KEYS}
+    preset = flags.pop("preset", None) or data.get("preset", "default")
+    data.pop("preset", None)
+    return validate(with_overrides(with_overrides(from_preset(preset), data), flags))
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -259,8 +330,6 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {_shown(value)}")
         return
-    if kind not in ("int", "float"):
-        return  # a field of another type brings its own check to validate()
     # bool is an int to Python, but `"steps": true` in a JSON file is a slip, not 1.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {_shown(value)}")
@@ -271,70 +340,42 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
 
 
 def validate(config: Config) -> Config:
-    """Check types and ranges; raise ConfigError naming the first bad field."""
-    # With `from __future__ import annotations` each field's type is its annotation's text.
-    for f in fields(config):
-        if f.name in TOP_LEVEL:
-            _check_type(f.name, f.type, getattr(config, f.name))
-    for section in SECTIONS:
-        part = getattr(config, section)
-        for f in fields(part):
-            _check_type(f.name, f.type, getattr(part, f.name))
-    wm, ac, tr = config.world_model, config.actor_critic, config.train
-    positive = {
-        "latent_dim": wm.latent_dim, "hidden_dim": wm.hidden_dim, "hidden_layers": wm.hidden_layers,
-        "wm_lr": wm.wm_lr,
-        "min_std": wm.min_std, "horizon": ac.horizon, "imag_starts": ac.imag_starts,
-        "actor_lr": ac.actor_lr, "critic_lr": ac.critic_lr, "steps": tr.steps,
-        "batch_size": tr.batch_size, "buffer_size": tr.buffer_size,
-        "train_ratio": tr.train_ratio, "eval_episodes": tr.eval_episodes,
-        "log_every": tr.log_every, "max_episode_steps": tr.max_episode_steps, "threads": tr.threads,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name} must be > 0, got {value}")
-    if wm.novelty_heads < 2:
-        raise ConfigError(f"novelty_heads must be >= 2, got {wm.novelty_heads}")
-    if wm.seq_len < 2:
-        raise ConfigError(f"seq_len must be >= 2, got {wm.seq_len}")
-    for name, value in {"discount": ac.discount, "lam": ac.lam,
-                        "critic_ema": ac.critic_ema, "return_ema": ac.return_ema}.items():
-        if not 0 < value <= 1:
-            raise ConfigError(f"{name} must be in (0, 1], got {value}")
-    for name, value in {"seed": tr.seed, "prefill": tr.prefill, "pretrain": tr.pretrain, "eval_every": tr.eval_every,
-                        "checkpoint_every": tr.checkpoint_every,
-                        "entropy": ac.entropy, "consistency": wm.consistency, "novelty": wm.novelty,
-                        "kl_rep": wm.kl_rep, "sac_novelty": config.learner.sac_novelty}.items():
-        if value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}")
-    ln = config.learner
-    for name, value in {"sac_hidden": ln.sac_hidden, "sac_layers": ln.sac_layers, "sac_lr": ln.sac_lr,
-                        "sac_batch": ln.sac_batch, "sac_nstep": ln.sac_nstep, "sac_alpha": ln.sac_alpha,
-                        "branch_starts": ln.branch_starts,
-                        "model_buffer_size": ln.model_buffer_size, "trust_window": ln.trust_window}.items():
-        if value <= 0:
-            raise ConfigError(f"{name} must be > 0, got {value}")
-    for name, value in {"sac_discount": ln.sac_discount, "sac_tau": ln.sac_tau, "real_share": ln.real_share,
-                        "trust_threshold": ln.trust_threshold}.items():
-        if not 0 < value <= 1:
-            raise ConfigError(f"{name} must be in (0, 1], got {value}")
-    if not 0 <= ln.sac_dropout < 1:
-        raise ConfigError(f"sac_dropout must be in [0, 1), got {ln.sac_dropout}")
-    if ln.sac_critics < 2:
-        raise ConfigError(f"sac_critics must be >= 2, got {ln.sac_critics}")
-    for name, value in {"sac_ratio": ln.sac_ratio, "branch_length": ln.branch_length}.items():
-        if value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}")
-    if not 0 < ln.sac_actor_share <= 1:
-        raise ConfigError(f"sac_actor_share must be in (0, 1], got {ln.sac_actor_share}")
-    if not 0 <= tr.noise_exponent <= 2:
-        raise ConfigError(f"noise_exponent must be in [0, 2], got {tr.noise_exponent}")
-    if ac.imag_noise not in IMAG_NOISE:
-        raise ConfigError(f"imag_noise must be one of {', '.join(IMAG_NOISE)}, got '{ac.imag_noise}'")
-    if tr.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got '{tr.device}'")
-    if config.algo not in ALGOS:
-        raise ConfigError(f"unknown algo '{config.algo}' (choose from {', '.join(ALGOS)})")
-    if config.preset not in PRESETS:
-        raise ConfigError(f"unknown preset '{config.preset}' (choose from {', '.join(PRESETS)})")
+    """Check every field's type, then its declared check or choices; ConfigError names the first bad one."""
+    values = {s.name: getattr(getattr(config, s.section) if s.section else config, s.name)
+              for s in SETTINGS.values()}
+    for s in SETTINGS.values():
+        _check_type(s.name, s.kind, values[s.name])
+    for s in SETTINGS.values():
+        value = values[s.name]
+        if s.choices and value not in s.choices:
+            raise ConfigError(f"unknown {s.name} '{value}' (choose from {', '.join(s.choices)})")
+        if s.check and value is not None and not _bounds(s.check)(value):
+            raise ConfigError(f"{s.name} must be {s.check}, got {value}")
     return config
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The presets that give a field a value other than its default, with that value."""
+    default = SETTINGS[name].default
+    return {preset: overlay[name] for preset, overlay in PRESETS.items() if overlay.get(name, default) != default}
+
+
+def default_text(name: str) -> str:
+    """A field's default as the README shows it, with each preset's own value where it differs."""
+    def text(value: Any) -> str:
+        return "none" if value is None else str(value)
+
+    own = [f"{preset}: {text(value)}" for preset, value in preset_values(name).items()]
+    return "; ".join([text(SETTINGS[name].default), *own])
+
+
+def settings_table() -> str:
+    """The README's settings table in markdown: field, default, help and section of every setting."""
+    rows = ["| field | default | help | section |", "|---|---|---|---|"]
+    for s in SETTINGS.values():
+        note = f" File only: {s.file_only}" if s.file_only else ""
+        choices = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        rule = f" Must be {s.check}." if s.check else ""
+        cells = (f"`{s.name}`", f"`{default_text(s.name)}`", s.help + choices + rule + note, s.section or "top level")
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"

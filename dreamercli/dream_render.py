@@ -1,10 +1,11 @@
-"""Pictures of dream versus reality: imagine.png, dream.gif, and the classic-control state renderers.
+"""Pictures of dream versus reality (imagine.png, dream.gif, the classic-control state renderers),
+and `run_imagine`, which writes them with imagine.json into a run's imagine/ folder.
 
 Supported state renderers (keyed by env class, so subclasses and any registered id of these
 classes work): CartPoleEnv, PendulumEnv, MountainCarEnv, Continuous_MountainCarEnv and
 AcrobotEnv. Their observation is (or determines) the internal state, so a decoded
 observation can be written into `env.unwrapped.state` and rendered. Other envs get animated
-line plots instead. Never imports torch.
+line plots instead. Importing this module loads no torch; run_imagine does, to load the run.
 """
 
 from __future__ import annotations
@@ -266,3 +267,52 @@ def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[st
             panels.append(_panel(dream[k], f"{label}, step {k}"))
             frames.append(_side_by_side(panels, f"rollout {i}: from {where}, horizon {r.horizon}"))
     return runs.write_gif(frames, out, fps), kind, failure
+
+
+def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int | None = None,
+                actions: str = "policy", device: str = "auto", note: Callable[[str], None] = print,
+                threads: int | None = None, env: str | None = None, trust_env_code: bool = False) -> dict[str, Any]:
+    """Load a run, compare dream and reality, write imagine/{imagine.json,imagine.png,dream.gif}."""
+    from . import imagine
+    from .checkpoint import load_agent
+
+    if horizon <= 0:
+        raise ValueError(f"--horizon must be > 0, got {horizon}")
+    if rollouts <= 0:
+        raise ValueError(f"--rollouts must be > 0, got {rollouts}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    if actions not in imagine.ACTION_SOURCES:
+        raise ValueError(f"--actions must be one of {', '.join(imagine.ACTION_SOURCES)}, got '{actions}'")
+    run_dir = Path(run_dir)
+    agent, config = load_agent(run_dir, device, threads, env, trust_env_code)
+    if agent.world_model is None:
+        raise ValueError(f"{run_dir} is a {config.algo} run: it has no world model to imagine with")
+    seed = config.train.seed if seed is None else seed
+    trained_h = config.actor_critic.horizon
+    if horizon > trained_h:
+        note(f"warning: --horizon {horizon} is beyond the training horizon {trained_h}: "
+             "the model was never asked to imagine that far")
+    limit = config.train.max_episode_steps
+    starts = imagine.choose_starts(agent, config.env, rollouts, seed, horizon, limit)
+    # Record frames of the first reset rollout and the first mid-episode one, for the GIF.
+    record = sorted({0, (rollouts + 1) // 2} & set(range(rollouts)))
+    result = imagine.rollout(agent, config.env, starts, horizon, actions, seed, record, limit)
+    metrics = imagine.step_metrics(result)
+    dims = obs_labels(config.env, agent.spec.obs_dim)
+    meta = {"run": str(run_dir), "env": config.env, "seed": seed, "actions": actions,
+            "training_horizon": trained_h, "obs_labels": dims, "state_renderer": has_state_renderer(config.env)}
+    out = run_dir / imagine.OUT_DIR
+    runs.write_json(out / "imagine.json", imagine.to_json(result, metrics, meta))
+    png = plot_imagination(result, metrics, dims, out / "imagine.png",
+                           title=f"{config.env}: {run_dir.name} ({actions} actions, seed {seed})")
+    gif, how, failure = dream_gif(config.env, result, record, dims, out / "dream.gif")
+    if failure is not None:
+        note(f"note: the env could not render ({failure}), so dream.gif shows animated line plots "
+             "of real vs imagined observations instead")
+    elif how == "plot":
+        note(f"note: {config.env} has no state renderer, so dream.gif shows animated line plots "
+             "of real vs imagined observations")
+    return {**meta, "metrics": metrics, "dir": str(out), "json": str(out / "imagine.json"),
+            "png": str(png), "gif": str(gif), "gif_kind": how,
+            **({} if failure is None else {"gif_error": failure})}

@@ -13,17 +13,13 @@ lockstep. Policy actions are the actor's deterministic action on the IMAGINED la
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 
-from . import runs
 from .config import DEFAULT_MAX_EPISODE_STEPS
 from .envs import EnvSpec, encode_action, make_env, random_action, to_env_action
 
@@ -238,86 +234,3 @@ def to_json(r: Rollouts, metrics: dict[str, Any], meta: dict[str, Any]) -> dict[
             "real_cont": r.real_cont[:, i].tolist(), "imagined_cont": r.imagined_cont[:, i].tolist(),
         })
     return {**meta, "horizon": r.horizon, "metrics": metrics, "rollouts": rollouts}
-
-
-def _cell(mean: float, std: float) -> str:
-    # Mean over spread on two lines keeps the columns narrow enough for an 80-column terminal.
-    return "-" if mean is None or np.isnan(mean) else f"{mean:.3g}\n±{std:.2g}"
-
-
-def _short(label: str) -> str:
-    """A dimension label without its unit, for narrow table headers (the title names the units)."""
-    return label.split(" (")[0]
-
-
-def print_table(metrics: dict[str, Any], dims: Sequence[str], title: str, console: Console | None = None,
-                max_dims: int = 8) -> None:
-    """The rich table of absolute errors at steps 1, 5, 10 and H (mean±std over rollouts)."""
-    table = Table(title=title)
-    table.add_column("step", justify="right")
-    table.add_column("n", justify="right")  # rollouts whose real episode still runs
-    table.add_column("obs (all)", justify="right")
-    shown = list(dims)[:max_dims]  # the JSON holds every dimension; the terminal only so many
-    for name in shown:
-        table.add_column(_short(name), justify="right")
-    table.add_column("reward", justify="right")
-    table.add_column("cont agrees", justify="right")
-    for k in table_steps(len(metrics["step"])):
-        j = k - 1
-        dim_cells = [_cell(metrics["obs_err_dim_mean"][j][d], metrics["obs_err_dim_std"][j][d])
-                     for d in range(len(shown))]
-        agree = metrics["cont_agreement"][j]
-        table.add_row(str(k), str(metrics["rollouts_left"][j]),
-                      _cell(metrics["obs_err_mean"][j], metrics["obs_err_std"][j]), *dim_cells,
-                      _cell(metrics["reward_err_mean"][j], metrics["reward_err_std"][j]),
-                      "-" if agree is None or np.isnan(agree) else f"{agree:.0%}")
-    (console or Console()).print(table)
-
-
-def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int | None = None,
-                actions: str = "policy", device: str = "auto",
-                note: Callable[[str], None] = print, threads: int | None = None, env: str | None = None,
-                trust_env_code: bool = False) -> dict[str, Any]:
-    """Load a run, compare dream and reality, write imagine/{imagine.json,imagine.png,dream.gif}."""
-    from . import dream_render
-    from .commands import load_agent
-
-    if horizon <= 0:
-        raise ValueError(f"--horizon must be > 0, got {horizon}")
-    if rollouts <= 0:
-        raise ValueError(f"--rollouts must be > 0, got {rollouts}")
-    if actions not in ACTION_SOURCES:
-        raise ValueError(f"--actions must be one of {', '.join(ACTION_SOURCES)}, got '{actions}'")
-    run_dir = Path(run_dir)
-    agent, config = load_agent(run_dir, device, threads, env, trust_env_code)
-    if agent.world_model is None:
-        raise ValueError(f"{run_dir} is a {config.algo} run: it has no world model to imagine with")
-    seed = config.train.seed if seed is None else seed
-    trained_h = config.actor_critic.horizon
-    if horizon > trained_h:
-        note(f"warning: --horizon {horizon} is beyond the training horizon {trained_h}: "
-             "the model was never asked to imagine that far")
-    limit = config.train.max_episode_steps
-    starts = choose_starts(agent, config.env, rollouts, seed, horizon, limit)
-    # Record frames of the first reset rollout and the first mid-episode one, for the GIF.
-    record = sorted({0, (rollouts + 1) // 2} & set(range(rollouts)))
-    result = rollout(agent, config.env, starts, horizon, actions, seed, record, limit)
-    metrics = step_metrics(result)
-    dims = dream_render.obs_labels(config.env, agent.spec.obs_dim)
-    meta = {"run": str(run_dir), "env": config.env, "seed": seed, "actions": actions,
-            "training_horizon": trained_h, "obs_labels": dims,
-            "state_renderer": dream_render.has_state_renderer(config.env)}
-    out = run_dir / OUT_DIR
-    runs.write_json(out / "imagine.json", to_json(result, metrics, meta))
-    png = dream_render.plot_imagination(result, metrics, dims, out / "imagine.png",
-                                        title=f"{config.env}: {run_dir.name} ({actions} actions, seed {seed})")
-    gif, how, failure = dream_render.dream_gif(config.env, result, record, dims, out / "dream.gif")
-    if failure is not None:
-        note(f"note: the env could not render ({failure}), so dream.gif shows animated line plots "
-             "of real vs imagined observations instead")
-    elif how == "plot":
-        note(f"note: {config.env} has no state renderer, so dream.gif shows animated line plots "
-             "of real vs imagined observations")
-    return {**meta, "metrics": metrics, "dir": str(out), "json": str(out / "imagine.json"),
-            "png": str(png), "gif": str(gif), "gif_kind": how,
-            **({} if failure is None else {"gif_error": failure})}

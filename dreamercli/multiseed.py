@@ -1,4 +1,8 @@
-"""Several seeds in one command: local 'spawn' worker processes, or Ray tasks, one progress row each.
+"""Several seeds in one command: local 'spawn' worker processes, or Ray tasks.
+
+Both report each seed's progress as messages to a callback (the CLI's progress rows):
+("start", seed), ("progress", seed, step, last_eval, sps), ("done", seed, summary) and
+("error", seed, message, traceback). A seed that finishes draws its curves.png where it trains.
 
 With Ray, each task trains into a temporary folder on whichever node runs it and returns the
 folder's files as {relative path: bytes}; the driver writes them into a hidden sibling folder
@@ -18,15 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from . import runs
 from .config import Config, ConfigError, with_overrides
 
 RAY_HINT = "--ray needs Ray: pip install -e '.[ray]' (or pip install 'ray[default]')"
 LOCAL_RAY = "local"  # what a bare --ray means: RAY_ADDRESS if set, else a new local instance
-console = Console(stderr=True)
+Show = Callable[[tuple], None]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -47,6 +48,20 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def seeds_of(seeds: str | None, workers: int | None, ray: str | None, flags: dict[str, Any]) -> list[int]:
+    """The seeds of --seeds, once --seed, --workers and --ray are known to go with them (and Ray imports)."""
+    if seeds is None:
+        raise ConfigError("--workers and --ray need --seeds")
+    if "seed" in flags:
+        raise ConfigError("give either --seed or --seeds, not both")
+    if workers is not None and workers <= 0:
+        raise ConfigError(f"--workers must be > 0, got {workers}")
+    seed_list = parse_seeds(seeds)
+    if ray is not None:
+        import_ray()
+    return seed_list
+
+
 def plan(config: Config, seeds: list[int], runs_dir: Path, name: str | None,
          force: bool) -> list[tuple[Config, Path]]:
     """(config, run folder) per seed; --name gets '-s{seed}' appended; checks, creates nothing."""
@@ -58,12 +73,6 @@ def plan(config: Config, seeds: list[int], runs_dir: Path, name: str | None,
         run_name = f"{name}-s{seed}" if name else runs.default_name(cfg)[:-15] + stamp
         jobs.append((cfg, runs.prepare_run_dir(runs_dir, run_name, cfg, force)))
     return jobs
-
-
-def _progress_display() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("eval {task.fields[eval]}"), TextColumn("{task.fields[sps]} steps/s"),
-                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
 
 
 def _progress_message(seed: int, p) -> tuple:
@@ -89,15 +98,21 @@ def _local_worker(config: Config, run_dir: str, messages) -> None:
     # once to each worker (a worker that got it twice would stop at once, without a checkpoint).
     os.setsid()
     try:
+        from .plotting import plot_finished
         from .training import train
 
         _, summary = train(config, Path(run_dir), on_progress=_throttled(messages.put, seed))
+        plot_finished(Path(run_dir), summary)
         messages.put(("done", seed, summary))
     except BaseException as err:  # report everything, including KeyboardInterrupt, to the parent
         messages.put(("error", seed, f"{type(err).__name__}: {err}", traceback.format_exc()))
 
 
-def run_local(jobs: list[tuple[Config, Path]], workers: int) -> dict[int, dict[str, Any]]:
+def _ignore(message: tuple) -> None:
+    """The callback of a caller that shows no progress."""
+
+
+def run_local(jobs: list[tuple[Config, Path]], workers: int, show: Show = _ignore) -> dict[int, dict[str, Any]]:
     """Train the jobs in at most `workers` spawned processes; {seed: {run_dir, summary | error}}.
 
     SIGINT or SIGTERM: passed on to the running workers, which checkpoint and report an
@@ -119,50 +134,40 @@ def run_local(jobs: list[tuple[Config, Path]], workers: int) -> dict[int, dict[s
                 os.kill(proc.pid, signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    dirs = {cfg.train.seed: run_dir for cfg, run_dir in jobs}
     try:
-        with _progress_display() as progress:
-            rows = {cfg.train.seed: progress.add_task(f"seed {cfg.train.seed}", total=cfg.train.steps, eval="-",
-                                                      sps="-", status="waiting") for cfg, _ in jobs}
-            dirs = {cfg.train.seed: run_dir for cfg, run_dir in jobs}
-            while pending or running:
-                while pending and len(running) < workers:
-                    cfg, run_dir = pending.pop(0)
-                    proc = ctx.Process(target=_local_worker, args=(cfg, str(run_dir), messages), daemon=True)
-                    proc.start()
-                    running[cfg.train.seed] = proc
-                    progress.update(rows[cfg.train.seed], status="running")
-                try:
-                    message = messages.get(timeout=0.5)
-                except queue_module.Empty:
-                    for seed, proc in list(running.items()):  # a worker killed without a word
-                        if not proc.is_alive() and seed not in results:
-                            message = ("error", seed, f"worker exited with code {proc.exitcode}", "")
-                            _record(message, results, dirs, progress, rows)
-                            running.pop(seed).join()
-                    continue
-                _record(message, results, dirs, progress, rows)
-                if message[0] in ("done", "error"):
-                    running.pop(message[1]).join()
+        while pending or running:
+            while pending and len(running) < workers:
+                cfg, run_dir = pending.pop(0)
+                proc = ctx.Process(target=_local_worker, args=(cfg, str(run_dir), messages), daemon=True)
+                proc.start()
+                running[cfg.train.seed] = proc
+                show(("start", cfg.train.seed))
+            try:
+                message = messages.get(timeout=0.5)
+            except queue_module.Empty:
+                for seed, proc in list(running.items()):  # a worker killed without a word
+                    if not proc.is_alive() and seed not in results:
+                        _record(("error", seed, f"worker exited with code {proc.exitcode}", ""), results, dirs, show)
+                        running.pop(seed).join()
+                continue
+            _record(message, results, dirs, show)
+            if message[0] in ("done", "error"):
+                running.pop(message[1]).join()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
     return results
 
 
-def _record(message: tuple, results: dict, dirs: dict, progress: Progress, rows: dict) -> None:
-    """Apply one worker message to the results and the progress display."""
+def _record(message: tuple, results: dict, dirs: dict, show: Show) -> None:
+    """Apply one worker message to the results, and pass it on to show."""
     kind, seed = message[0], message[1]
-    if kind == "progress":
-        _, _, step, last_eval, sps = message
-        progress.update(rows[seed], completed=step, eval="-" if last_eval is None else f"{last_eval:.1f}",
-                        sps=f"{sps:.0f}")
-    elif kind == "done":
+    if kind == "done":
         results[seed] = {"run_dir": dirs[seed], "summary": message[2]}
-        stopped = message[2].get("interrupted")
-        progress.update(rows[seed], status=f"[yellow]{stopped}" if stopped else "[green]done")
-    else:
+    elif kind == "error":
         results[seed] = {"run_dir": dirs[seed], "error": message[2], "traceback": message[3]}
-        progress.update(rows[seed], status="[red]failed")
+    show(message)
 
 
 def train_to_files(config: Config, board=None) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -183,6 +188,9 @@ def train_to_files(config: Config, board=None) -> tuple[dict[str, bytes], dict[s
             summary = {"env": config.env, "algo": config.algo, "seed": seed, "interrupted": "SIGINT",
                        "env_steps": _checkpoint_step(run_dir)}
             runs.write_json(run_dir / runs.SUMMARY_FILE, summary)
+        from .plotting import plot_finished
+
+        plot_finished(run_dir, summary)
         files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
     return files, summary
 
@@ -215,7 +223,8 @@ def import_ray():
     return ray
 
 
-def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[int, dict[str, Any]]:
+def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY,
+            show: Show = _ignore) -> dict[int, dict[str, Any]]:
     """Train the jobs as Ray tasks (one CPU each); the driver writes every run folder."""
     ray = import_ray()
     started = not ray.is_initialized()
@@ -250,29 +259,23 @@ def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[i
     try:
         board = Board.remote()
         refs = {task.remote(cfg, board): (cfg.train.seed, run_dir) for cfg, run_dir in jobs}
-        with _progress_display() as progress:
-            rows = {cfg.train.seed: progress.add_task(f"seed {cfg.train.seed}", total=cfg.train.steps,
-                                                      eval="-", sps="-", status="queued") for cfg, _ in jobs}
-            dirs = {seed: run_dir for seed, run_dir in refs.values()}
-            totals = {cfg.train.seed: cfg.train.steps for cfg, _ in jobs}
-            waiting[:] = list(refs)
-            while waiting:
-                done, waiting[:] = ray.wait(waiting, num_returns=1, timeout=0.5)
-                for message in ray.get(board.snapshot.remote()).values():
-                    if message[1] not in results:
-                        progress.update(rows[message[1]], status="running")
-                        _record(message, results, dirs, progress, rows)
-                for ref in done:
-                    seed, run_dir = refs[ref]
-                    try:
-                        files, summary = ray.get(ref)
-                        write_run_files(run_dir, files)
-                        progress.update(rows[seed], completed=summary.get("env_steps", totals[seed]))
-                        _record(("done", seed, summary), results, dirs, progress, rows)
-                    except Exception as err:
-                        cause = getattr(err, "cause", None) or err  # RayTaskError wraps the worker's error
-                        _record(("error", seed, f"{type(cause).__name__}: {cause}", traceback.format_exc()),
-                                results, dirs, progress, rows)
+        dirs = {seed: run_dir for seed, run_dir in refs.values()}
+        waiting[:] = list(refs)
+        while waiting:
+            done, waiting[:] = ray.wait(waiting, num_returns=1, timeout=0.5)
+            for message in ray.get(board.snapshot.remote()).values():
+                if message[1] not in results:
+                    _record(message, results, dirs, show)
+            for ref in done:
+                seed, run_dir = refs[ref]
+                try:
+                    files, summary = ray.get(ref)
+                    write_run_files(run_dir, files)
+                    _record(("done", seed, summary), results, dirs, show)
+                except Exception as err:
+                    cause = getattr(err, "cause", None) or err  # RayTaskError wraps the worker's error
+                    _record(("error", seed, f"{type(cause).__name__}: {cause}", traceback.format_exc()),
+                            results, dirs, show)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -281,29 +284,23 @@ def run_ray(jobs: list[tuple[Config, Path]], address: str = LOCAL_RAY) -> dict[i
     return results
 
 
-def report(results: dict[int, dict[str, Any]]) -> int:
-    """Print a line per seed (folder, final eval, how to resume, or the error); return the exit code."""
+def run(jobs: list[tuple[Config, Path]], workers: int | None, ray: str | None,
+        show: Show = _ignore) -> dict[int, dict[str, Any]]:
+    """Train the jobs as Ray tasks when ray names a cluster (or 'local'), else in local workers."""
+    if ray is not None:
+        return run_ray(jobs, ray, show)
+    return run_local(jobs, workers or default_workers(len(jobs)), show)
+
+
+def exit_code(results: dict[int, dict[str, Any]]) -> int:
+    """0 when every seed finished; 130 / 143 when one was interrupted; else 1 when one failed."""
     from .training import EXIT_CODES
 
-    failed, stopped = 0, None
-    for seed in sorted(results):
-        r = results[seed]
-        if "error" in r:
-            failed += 1
-            console.print(f"[red]seed {seed} failed:[/red] {r['error']}", markup=True, highlight=False)
-            continue
-        if r["summary"].get("interrupted"):
-            stopped = r["summary"]["interrupted"]
-            console.print(f"seed {seed}: interrupted by {stopped} at env step {r['summary'].get('env_steps')}; "
-                          f"resume with: dreamer train --resume {r['run_dir']}", highlight=False, soft_wrap=True)
-            continue
-        final = r["summary"].get("final_eval")
-        console.print(f"seed {seed}: final eval {'-' if final is None else f'{final:.1f}'}"
-                      f" in {r['summary'].get('wall_seconds', 0):.1f} s", highlight=False)
-    for seed in sorted(results):
-        if "error" not in results[seed]:
-            print(results[seed]["run_dir"])
-    return EXIT_CODES[stopped] if stopped else 1 if failed else 0
+    stopped = [results[s]["summary"]["interrupted"] for s in sorted(results)
+               if results[s].get("summary", {}).get("interrupted")]
+    if stopped:
+        return EXIT_CODES[stopped[-1]]
+    return 1 if any("error" in r for r in results.values()) else 0
 
 
 def default_workers(n_seeds: int) -> int:

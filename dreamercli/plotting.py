@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.ticker import LogFormatter
 
 from . import runs
-from .compare import RETURN_KEY, Run, Warn, bootstrap_ci, load_run
+from .compare import RETURN_KEY, Run, Warn, bootstrap_ci, group_runs, load_run
 
 X_LABELS = {"steps": "env steps", "seconds": "wall-clock seconds since training started"}
 UNITS = {"eval/return_mean": "episode return", "eval/return_std": "episode return",
@@ -277,6 +277,11 @@ def plot_run(run_dir: Path, out: Path | None = None, metrics: list[str] | None =
     return _save(figure(run, metrics, x), Path(out) if out is not None else run.path / runs.CURVES_FILE)
 
 
+def plot_finished(run_dir: Path, summary: dict) -> Path | None:
+    """curves.png of a run that finished; None for one that was interrupted (its resume draws them)."""
+    return None if summary.get("interrupted") else plot_run(run_dir)
+
+
 def band(members: list[Run], key: str, x: str = "steps"):
     """(grid, mean, ci_low, ci_high) over seeds on the x range all members cover, or None."""
     curves = [m.series(key, x) for m in members]
@@ -326,3 +331,8 @@ def plot_groups(groups: dict[tuple[str, str, str], list[Run]], out: Path, metric
                 ax.axhline(thresholds.pop(), color="grey", ls="--", label="threshold")
         _finish(ax, x, f"{key} ({unit_of(key)})", f"{env}: {key}, mean over seeds")
     return _save(fig, out)
+
+
+def plot_comparison(run_list: list[Run], out: Path, threshold: float | None = None) -> Path:
+    """compare.png: each group's eval return over seeds, a panel per env."""
+    return plot_groups(group_runs(run_list), out, [RETURN_KEY], threshold=threshold)

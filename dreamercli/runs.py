@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -13,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import SCHEMA_VERSION, Config, ConfigError, from_dict, to_dict
+from .config import META_KEYS, SCHEMA_VERSION, VERSION, Config, ConfigError, from_dict, to_dict
 from .envs import EnvSpec
 
 CONFIG_FILE = "config.json"
@@ -24,9 +26,7 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
 EVAL_FILE = "eval.json"
-META_KEYS = ("schema_version", "dreamer_version", "env_spec", "label")
 TMP_SUFFIX = ".tmp"
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -103,12 +103,9 @@ def _fsync_dir(folder: Path) -> None:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -146,8 +143,6 @@ def write_text(path: Path, text: str) -> None:
 
 def write_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Write a matplotlib figure as PNG atomically, and close it."""
-    import io
-
     import matplotlib.pyplot as plt
 
     data = io.BytesIO()
@@ -159,12 +154,9 @@ def write_figure(fig, path: Path, dpi: int = 110) -> Path:
 
 def write_gif(frames: list, path: Path, fps: int = 30) -> Path:
     """Write rgb_array frames (padded to one size) as an animated GIF, atomically."""
-    import io
-
     from PIL import Image
 
-    h = max(f.shape[0] for f in frames)
-    w = max(f.shape[1] for f in frames)
+    h, w = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
     images = []
     for f in frames:
         canvas = Image.new("RGB", (w, h), (230, 230, 230))
@@ -202,9 +194,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_config(run_dir: Path, config: Config, spec: EnvSpec) -> None:
     """config.json (exactly the resolved config) and run.json (schema, tool version, env dims)."""
-    from . import __version__
-
-    write_json(Path(run_dir) / RUN_FILE, {"schema_version": SCHEMA_VERSION, "dreamer_version": __version__,
+    write_json(Path(run_dir) / RUN_FILE, {"schema_version": SCHEMA_VERSION, "dreamer_version": VERSION,
                                           "env_spec": asdict(spec)})
     write_json(Path(run_dir) / CONFIG_FILE, to_dict(config))
 
@@ -267,8 +257,7 @@ def check_safetensors(path: Path) -> None:
     header = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
     if 0 < header <= size - 8 and head[8:9] == b"{":
         return  # the header's length can begin with any byte, 0x80 or "PK" included: judge it first
-    kind = ("a pickle" if head[:1] == b"\x80" else "a zip archive (torch.save?)" if head[:2] == b"PK"
-            else None)
+    kind = "a pickle" if head[:1] == b"\x80" else "a zip archive (torch.save?)" if head[:2] == b"PK" else None
     if kind:
         raise RunError(f"{path} is {kind}, not safetensors: refusing to load it (pickles can run code)")
     raise RunError(f"{path} is not a safetensors file (truncated or damaged)")
@@ -307,6 +296,14 @@ def check_run_dir(run_dir: Path) -> Path:
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(f"{run_dir} is not a dreamer run folder (no {CONFIG_FILE})")
     return run_dir
+
+
+def check_writable(run_dir: Path) -> None:
+    """RunError unless files can be written in run_dir (checked before minutes of episodes)."""
+    try:
+        tempfile.TemporaryFile(dir=run_dir).close()
+    except OSError as err:
+        raise RunError(f"cannot write in {run_dir}: {err.strerror or err}") from None
 
 
 def _read_object(path: Path) -> dict[str, Any]:

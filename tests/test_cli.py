@@ -1,56 +1,166 @@
+"""The command line: flags to Config with a fake training loop; one real train, evaluate and imagine."""
+
+import dataclasses
+import inspect
 import json
 import os
+import shutil
+import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from dreamercli.cli import app
+from dreamercli import plotting, training
+from dreamercli.cli import app, with_settings
+from dreamercli.config import SETTINGS, VERSION, Config, from_preset, settings_table, to_dict, with_overrides
+from dreamercli.progress import Progress
 
 runner = CliRunner()
+OWN_OPTIONS = ("config", "runs_dir", "name", "force", "resume", "trust_env_code", "seeds", "workers", "ray")
 
 
-def tiny_train(tmp_path, *extra):
-    return runner.invoke(app, ["train", "--env", "CartPole-v1", "--preset", "tiny", "--steps", "120",
-                               "--runs-dir", str(tmp_path), *extra])
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def test_train_then_evaluate(tmp_path):
-    result = tiny_train(tmp_path, "--name", "run", "--horizon", "4", "--latent-dim", "6", "--seed", "3")
+def value_of(config: Config, name: str):
+    section = SETTINGS[name].section
+    return getattr(getattr(config, section) if section else config, name)
+
+
+def other_value(name: str):
+    """A valid value of the setting that is not its default."""
+    s = SETTINGS[name]
+    if name == "env":
+        return "Pendulum-v1"
+    if s.choices:
+        return next(c for c in s.choices if c != s.default)
+    if s.kind == "int":
+        return s.default + 1
+    return 1.5 if s.default is None else s.default / 2 if s.default else 0.5
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """The training loop replaced: each call's (config, run_dir) is kept, and the curves drawn."""
+    calls, drawn = [], []
+
+    def train(config, run_dir=None, on_progress=None):
+        calls.append((config, run_dir))
+        on_progress(Progress(config.train.steps, config.train.steps, 1, 10.0, {"wm/loss": 0.5}, 100.0))
+        return None, {"env": config.env, "env_steps": config.train.steps, "final_eval": 10.0}
+
+    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(plotting, "plot_finished", lambda run_dir, summary: drawn.append(run_dir))
+    return SimpleNamespace(calls=calls, drawn=drawn)
+
+
+def test_every_setting_flag_reaches_its_config_field(fake_train, tmp_path):
+    wanted = {name: other_value(name) for name, s in SETTINGS.items() if not s.file_only}
+    args = [word for name, value in wanted.items() for word in (flag(name), str(value))]
+    result = runner.invoke(app, ["train", *args, "--runs-dir", str(tmp_path), "--name", "r"])
     assert result.exit_code == 0, result.output
+    [(config, run_dir)] = fake_train.calls
+    for name, value in wanted.items():
+        assert value != SETTINGS[name].default, name
+        assert value_of(config, name) == value and type(value_of(config, name)) is type(value), name
+    assert run_dir == tmp_path / "r" and fake_train.drawn == [run_dir]  # the CLI draws curves.png
+    assert result.output.strip().splitlines()[-1] == str(run_dir)
+
+
+def test_no_flags_give_the_default_config(fake_train, tmp_path):
+    assert runner.invoke(app, ["train", "--runs-dir", str(tmp_path)]).exit_code == 0
+    [(config, run_dir)] = fake_train.calls
+    assert config == Config() and run_dir.parent == tmp_path and run_dir.name.startswith("CartPole-v1-model-free-s0-")
+
+
+def test_preset_then_config_file_then_flags(fake_train, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"horizon": 3, "discount": 0.9, "train": {"steps": 100}}))
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--config", str(path), "--discount", "0.95",
+                                 "--steps", "120", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    config = fake_train.calls[0][0]
+    assert config.preset == "tiny" and config.world_model.latent_dim == 8  # the preset, where nothing else says
+    assert config.actor_critic.horizon == 3  # the file over the preset
+    assert config.actor_critic.discount == 0.95 and config.train.steps == 120  # the flags over the file
+
+
+def test_a_runs_config_json_is_the_run_again_unless_a_flag_says_otherwise(fake_train, tmp_path):
+    run_config = with_overrides(from_preset("tiny"), {"env": "Pendulum-v1", "algo": "hybrid", "seed": 7})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(to_dict(run_config)))
+    for extra in ([], ["--env", "CartPole-v1"]):
+        result = runner.invoke(app, ["train", "--config", str(path), "--runs-dir", str(tmp_path), *extra])
+        assert result.exit_code == 0, result.output
+    assert fake_train.calls[0][0] == run_config
+    assert fake_train.calls[1][0] == with_overrides(run_config, {"env": "CartPole-v1"})
+
+
+def test_force_is_needed_to_reuse_a_run_folder(fake_train, cartpole_run, tmp_path):
+    shutil.copytree(cartpole_run, tmp_path / "run")
+    refused = runner.invoke(app, ["train", "--runs-dir", str(tmp_path), "--name", "run"])
+    assert refused.exit_code == 2 and "--force" in refused.output and not fake_train.calls
+    forced = runner.invoke(app, ["train", "--runs-dir", str(tmp_path), "--name", "run", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert fake_train.calls[0][1] == tmp_path / "run"
+
+
+def test_resume_takes_steps_draws_finished_curves_and_says_how_to_go_on(fake_train, cartpole_run, tmp_path,
+                                                                         monkeypatch):
     run = tmp_path / "run"
-    assert result.output.strip().splitlines()[-1] == str(run)
-    config = json.loads((run / "config.json").read_text())
-    assert config["actor_critic"]["horizon"] == 4
-    assert config["world_model"]["latent_dim"] == 6
-    assert config["train"]["seed"] == 3 and config["preset"] == "tiny"
-
-    result = runner.invoke(app, ["evaluate", str(run), "--episodes", "3", "--render"])
-    assert result.exit_code == 0, result.output
-    report = json.loads((run / "eval.json").read_text())
-    assert report["episodes"] == 3 and len(report["returns"]) == 3
-    assert report["return_mean"] == pytest.approx(sum(report["returns"]) / 3)
-    assert f"{report['return_mean']:.2f}" in result.output
-    assert (run / "videos" / "eval.gif").read_bytes()[:6] in (b"GIF89a", b"GIF87a")
-
-
-def test_config_file_then_flags(tmp_path):
-    cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"horizon": 3, "discount": 0.9, "train": {"steps": 100}}))
-    result = tiny_train(tmp_path, "--name", "r", "--config", str(cfg), "--discount", "0.95")
-    assert result.exit_code == 0, result.output
-    config = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert config["actor_critic"]["horizon"] == 3  # from the file
-    assert config["actor_critic"]["discount"] == 0.95  # the flag wins
-    assert config["train"]["steps"] == 120  # the flag wins over the file's section
+    shutil.copytree(cartpole_run, run)
+    summaries = [{"env_steps": 400}, {"env_steps": 350, "interrupted": "SIGINT"}]
+    state = SimpleNamespace(step=300, updates=50, episode=12, last_eval=9.5)
+    trainer = SimpleNamespace(state=state, buffer=[0] * 300, run=lambda: summaries.pop(0))
+    asked = []
+    monkeypatch.setattr(training, "resume", lambda run_dir, steps, on_progress: asked.append(steps) or trainer)
+    done = runner.invoke(app, ["train", "--resume", str(run), "--steps", "400"])
+    assert done.exit_code == 0, done.output
+    assert "resumed" in done.output and "at env step 300 of 400" in done.output
+    assert asked == [400] and fake_train.drawn == [run]
+    stopped = runner.invoke(app, ["train", "--resume", str(run)])
+    assert stopped.exit_code == 130 and f"resume with: dreamer train --resume {run}" in stopped.output
+    assert fake_train.drawn == [run]  # an interrupted run's curves wait for the run that finishes it
+    other = runner.invoke(app, ["train", "--resume", str(run), "--preset", "tiny"])
+    assert other.exit_code == 2 and "remove --preset" in other.output
 
 
-def test_existing_run_is_not_overwritten(tmp_path):
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "keep.txt").write_text("x")
-    result = tiny_train(tmp_path, "--name", "r")
-    assert result.exit_code == 2 and "--force" in result.output
-    assert [p.name for p in (tmp_path / "r").iterdir()] == ["keep.txt"]
+def test_help_shows_every_flag_with_its_help_and_default():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "1000"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name, s in SETTINGS.items():
+        assert flag(name) in text, name
+        assert s.help in text, name
+        if s.default is not None:
+            assert f"[default: {s.default}]" in text, name
+    for name in OWN_OPTIONS:
+        assert flag(name) in text, name
+    assert "(tiny preset: 300) [default: 10000]" in text  # --steps: a preset's own value is named
+    command = typer.main.get_command(app).commands["train"]
+    assert {p.name for p in command.params} == {*SETTINGS, *OWN_OPTIONS}  # nothing else, nothing missing
+
+
+def test_a_file_only_setting_gets_no_flag(monkeypatch):
+    monkeypatch.setitem(SETTINGS, "sac_tau", dataclasses.replace(SETTINGS["sac_tau"], file_only="Set it with care."))
+
+    def command(ctx: typer.Context, *, own: int = 0, **settings) -> None:
+        """A command."""
+
+    parameters = inspect.signature(with_settings(command)).parameters
+    assert "sac_tau" not in parameters and "sac_alpha" in parameters and "own" in parameters
+    assert "File only: Set it with care." in settings_table()
+
+
+def test_version_and_a_fast_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"dreamer {VERSION}"
+    code = "import sys, dreamercli.cli; assert 'torch' not in sys.modules and 'gymnasium' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -59,6 +169,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
     (["train", "--steps", "0"], "steps must be > 0"),
     (["train", "--steps", "-3"], "steps must be > 0"),
     (["train", "--horizon", "0"], "horizon must be > 0"),
+    (["train", "--sac-tau", "2"], "sac_tau must be in (0, 1], got 2.0"),
     (["train", "--device", "tpu"], "tpu"),
     (["train", "--preset", "huge"], "huge"),
     (["train", "--config", "/no/such/file.json"], "not found"),
@@ -71,6 +182,32 @@ def test_bad_training_input_exits_2_and_creates_nothing(tmp_path, args, message)
     assert not (tmp_path / "runs").exists()
 
 
+def test_train_evaluate_and_imagine_for_real(tmp_path):
+    result = runner.invoke(app, ["train", "--env", "CartPole-v1", "--preset", "tiny", "--algo", "dreamer",
+                                 "--steps", "120", "--runs-dir", str(tmp_path), "--name", "run", "--horizon", "4",
+                                 "--latent-dim", "6", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert result.output.strip().splitlines()[-1] == str(run)
+    config = json.loads((run / "config.json").read_text())
+    assert config["actor_critic"]["horizon"] == 4 and config["world_model"]["latent_dim"] == 6
+    assert config["train"]["seed"] == 3 and config["preset"] == "tiny"
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    result = runner.invoke(app, ["evaluate", str(run), "--episodes", "3", "--render"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "eval.json").read_text())
+    assert report["episodes"] == 3 and len(report["returns"]) == 3
+    assert report["return_mean"] == pytest.approx(sum(report["returns"]) / 3)
+    assert f"{report['return_mean']:.2f}" in result.output
+    assert (run / "videos" / "eval.gif").read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+
+    result = runner.invoke(app, ["imagine", str(run), "--horizon", "4", "--rollouts", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-3:] == [str(run / "imagine" / f) for f in
+                                                       ("imagine.json", "imagine.png", "dream.gif")]
+
+
 def test_bad_evaluate_input(tmp_path, cartpole_run):
     missing = runner.invoke(app, ["evaluate", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "not found" in missing.output
@@ -80,15 +217,6 @@ def test_bad_evaluate_input(tmp_path, cartpole_run):
     assert list((tmp_path / "empty").iterdir()) == []
     zero = runner.invoke(app, ["evaluate", str(cartpole_run), "--episodes", "0"])
     assert zero.exit_code == 2 and "--episodes" in zero.output
-
-
-def test_help_lists_every_hyperparameter():
-    result = runner.invoke(app, ["train", "--help"], terminal_width=200)
-    assert result.exit_code == 0
-    for flag in ("--latent-dim", "--hidden-dim", "--horizon", "--batch-size", "--wm-lr", "--actor-lr",
-                 "--critic-lr", "--discount", "--lam", "--entropy", "--buffer-size", "--train-ratio",
-                 "--prefill", "--eval-every", "--eval-episodes", "--preset", "--config", "--device"):
-        assert flag in result.output, flag
 
 
 def test_evaluate_sets_the_runs_threads_or_the_option(cartpole_run):
@@ -109,41 +237,20 @@ def test_evaluate_sets_the_runs_threads_or_the_option(cartpole_run):
         torch.set_num_threads(before)
 
 
-def test_a_runs_config_json_sets_the_env_unless_a_flag_does(pendulum_run, tmp_path):
-    result = runner.invoke(app, ["train", "--config", str(pendulum_run / "config.json"), "--steps", "120",
-                                 "--runs-dir", str(tmp_path), "--name", "again"])
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "again" / "config.json").read_text())["env"] == "Pendulum-v1"
-    result = tiny_train(tmp_path, "--config", str(pendulum_run / "config.json"), "--name", "flag")
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "flag" / "config.json").read_text())["env"] == "CartPole-v1"
-
-
-def test_evaluate_render_without_pygame_keeps_the_returns_and_says_why_there_is_no_gif(tmp_path, monkeypatch):
-    assert tiny_train(tmp_path, "--name", "run").exit_code == 0
+def test_evaluate_render_without_pygame_keeps_the_returns_and_says_why_there_is_no_gif(cartpole_run, tmp_path,
+                                                                                       monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(cartpole_run, run)
     monkeypatch.setitem(sys.modules, "pygame", None)  # as an install without gymnasium's classic-control extra
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--episodes", "2", "--render"])
+    result = runner.invoke(app, ["evaluate", str(run), "--episodes", "2", "--render"])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    report = json.loads((run / "eval.json").read_text())
     assert len(report["returns"]) == 2 and "pygame" in report["gif_error"] and "gif" not in report
-    assert "no eval.gif" in result.output and not (tmp_path / "run" / "videos" / "eval.gif").exists()
-
-
-def test_force_replaces_the_old_run_folder_as_a_whole(tmp_path):
-    assert tiny_train(tmp_path, "--name", "run").exit_code == 0
-    assert runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--episodes", "1", "--render"]).exit_code == 0
-    assert (tmp_path / "run" / "eval.json").is_file() and (tmp_path / "run" / "videos").is_dir()
-    result = tiny_train(tmp_path, "--name", "run", "--force", "--seed", "4")
-    assert result.exit_code == 0, result.output
-    assert not (tmp_path / "run" / "eval.json").exists() and not (tmp_path / "run" / "videos").exists()
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["seed"] == 4
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temp folder left beside it
+    assert "no eval.gif" in result.output and not (run / "videos" / "eval.gif").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders anyway")
 def test_read_only_folders_answer_in_one_line(cartpole_run, tmp_path):
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(cartpole_run, run)
     run.chmod(0o555)
@@ -152,8 +259,9 @@ def test_read_only_folders_answer_in_one_line(cartpole_run, tmp_path):
     try:
         result = runner.invoke(app, ["evaluate", str(run), "--episodes", "1"])
         assert result.exit_code == 2 and "cannot write in" in result.output
-        result = tiny_train(locked, "--name", "x")
+        result = runner.invoke(app, ["train", "--preset", "tiny", "--runs-dir", str(locked), "--name", "x"])
         assert result.exit_code == 2 and "not writable" in result.output
     finally:
         run.chmod(0o755)
         locked.chmod(0o755)
+

@@ -1,15 +1,24 @@
+import importlib.util
 import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
+from dreamercli import config as config_module
 from dreamercli.config import (
+    SETTINGS,
     Config,
     ConfigError,
+    build,
+    declarations,
     field_names,
     from_dict,
     from_preset,
     load_json,
+    setting,
+    settings_table,
     to_dict,
     validate,
     with_overrides,
@@ -30,11 +39,12 @@ def test_presets_are_overlays_of_the_default():
     assert tiny.preset == "tiny"
 
 
-def test_field_names_are_unique_across_sections():
+def test_field_names_map_to_their_sections():
     names = field_names()
     assert names["latent_dim"] == "world_model"
     assert names["horizon"] == "actor_critic"
     assert names["steps"] == "train"
+    assert names["sac_tau"] == "learner"
     assert names["env"] == ""
 
 
@@ -117,3 +127,72 @@ def test_load_json_errors_are_user_errors(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="object"):
         load_json(bad)
+
+
+def test_every_setting_is_declared_with_help_and_a_check_or_a_reason_for_none():
+    unchecked = {name for name, s in SETTINGS.items() if not (s.check or s.choices)}
+    assert unchecked == {"env", "threshold"}  # any string names an env; a threshold may be any number or none
+    for name, s in SETTINGS.items():
+        assert s.help.endswith(".") and "[" not in s.help, name  # rich would read [...] as markup
+    assert field_names() == {name: s.section for name, s in SETTINGS.items()}
+    assert declarations(Config) == SETTINGS
+
+
+def test_a_repeated_field_name_fails_at_import(tmp_path, monkeypatch):
+    source = Path(config_module.__file__).read_text()
+    anchor = "    latent_dim: int = setting("
+    assert anchor in source
+    path = tmp_path / "config_with_a_repeat.py"
+    path.write_text(source.replace(anchor, '    horizon: int = setting(3, "A second horizon.", "> 0")\n' + anchor))
+    spec = importlib.util.spec_from_file_location("config_with_a_repeat", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "config_with_a_repeat", module)
+    with pytest.raises(ValueError, match="'horizon' of actor_critic repeats the one of world_model"):
+        spec.loader.exec_module(module)
+
+
+def test_a_check_that_does_not_parse_fails_at_declaration():
+    with pytest.raises(ValueError, match="cannot read the check"):
+        setting(1, "A count.", "between 0 and 2")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("imag_noise", "loud", "unknown imag_noise 'loud' (choose from auto, mean, sample)"),
+    ("device", "tpu", "unknown device 'tpu' (choose from auto, cpu, cuda)"),
+    ("sac_dropout", 1.0, "sac_dropout must be in [0, 1), got 1.0"),
+    ("noise_exponent", 2.5, "noise_exponent must be in [0, 2], got 2.5"),
+    ("sac_critics", 1, "sac_critics must be >= 2, got 1"),
+    ("sac_tau", 0.0, "sac_tau must be in (0, 1], got 0.0"),
+])
+def test_checks_come_from_the_declarations(field, value, message):
+    with pytest.raises(ConfigError) as err:
+        validate(with_overrides(Config(), {field: value}))
+    assert str(err.value) == message
+
+
+def test_build_layers_preset_then_file_then_flags(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"preset": "tiny", "horizon": 3, "discount": 0.9, "train": {"steps": 100},
+                                "schema_version": 2, "label": "x"}))
+    built = build({"discount": 0.95}, path)
+    assert built.preset == "tiny" and built.world_model.latent_dim == 8  # the file's preset, under the file
+    assert built.actor_critic.horizon == 3 and built.train.steps == 100  # the file over the preset
+    assert built.actor_critic.discount == 0.95  # the flag over the file
+    assert build({"preset": "default"}, path).world_model.latent_dim == 64  # a preset flag wins over the file's
+    assert build({}) == Config()
+
+
+def test_build_refuses_a_config_that_is_a_folder_or_mistyped(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a JSON file"):
+        build({}, tmp_path)
+    (tmp_path / "c.json").write_text('{"steps": true}')
+    with pytest.raises(ConfigError, match=r"^steps must be an integer, got true$"):
+        build({}, tmp_path / "c.json")
+
+
+def test_settings_table_has_a_row_per_setting():
+    lines = settings_table().splitlines()
+    assert lines[0] == "| field | default | help | section |" and len(lines) == 2 + len(SETTINGS)
+    assert "| `steps` | `10000; tiny: 300` | Env steps to train for. Must be > 0. | train |" in lines
+    assert any(line.startswith("| `algo` | `model-free` |") and "One of: dreamer, model-free" in line
+               for line in lines)

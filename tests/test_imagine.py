@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 from dreamercli import runs
 from dreamercli.agent import Agent
 from dreamercli.buffer import random_replay
+from dreamercli.checkpoint import load_agent
 from dreamercli.cli import app
-from dreamercli.dream_render import STATE_RENDERERS, has_state_renderer, obs_labels
+from dreamercli.dream_render import STATE_RENDERERS, has_state_renderer, obs_labels, run_imagine
 from dreamercli.envs import make_env, spec_of, to_env_action
 from dreamercli.imagine import (
     Rollouts,
@@ -21,7 +22,6 @@ from dreamercli.imagine import (
     open_start,
     policy_episode,
     rollout,
-    run_imagine,
     step_metrics,
     table_steps,
 )
@@ -68,8 +68,6 @@ def test_step_metrics_mask_steps_after_the_real_end():
 
 
 def test_starts_split_and_replay_exactly(untrained_run):
-    from dreamercli.commands import load_agent
-
     agent, config = load_agent(untrained_run("Pendulum-v1"), "cpu")
     starts = choose_starts(agent, config.env, 5, seed=4, horizon=15)
     assert [s.kind for s in starts] == ["reset"] * 3 + ["episode"] * 2
@@ -122,12 +120,13 @@ def _world_model_only(agent: Agent, env_id: str, updates: int) -> None:
     """Fit only the world model, briefly, on 400 random-action steps."""
     buffer, _ = random_replay(env_id, 400)
     rng = np.random.default_rng(0)
+    opt = agent.optimisers()["world_model"]  # by its stable name in the checkpoint format
     for _ in range(updates):
         batch = buffer.sample(16, agent.config.world_model.seq_len, rng, agent.device)
         losses, _, _ = agent.world_model.loss(*batch)
-        agent.wm_opt.zero_grad()
+        opt.zero_grad()
         sum(losses.values()).backward()
-        agent.wm_opt.step()
+        opt.step()
 
 
 def test_trained_model_imagines_better_than_untrained():

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from dreamercli import multiseed, runs
+from dreamercli import display, multiseed, runs
 from dreamercli.cli import app, join_seeds_argv
 from dreamercli.config import ConfigError, from_preset, with_overrides
 
@@ -85,10 +85,14 @@ def test_local_workers_write_a_folder_per_seed_like_single_runs(local_runs, tmp_
 def test_a_failing_seed_does_not_stop_the_others(tmp_path, capsys):
     good = with_overrides(from_preset("tiny"), {"steps": 60, "prefill": 30, "eval_every": 0, "seed": 5})
     bad = with_overrides(good, {"env": "NoSuchEnv-v9", "seed": 6})
-    results = multiseed.run_local([(good, tmp_path / "good"), (bad, tmp_path / "bad")], workers=2)
+    shown = []
+    results = multiseed.run_local([(good, tmp_path / "good"), (bad, tmp_path / "bad")], workers=2, show=shown.append)
     assert "summary" in results[5] and (tmp_path / "good" / "summary.json").is_file()
+    assert (tmp_path / "good" / "curves.png").is_file()  # a finished seed draws its curves where it trained
     assert "NoSuchEnv-v9" in results[6]["error"] and results[6]["error"].startswith("EnvError")
-    assert multiseed.report(results) == 1
+    assert {m[:2] for m in shown} >= {("start", 5), ("start", 6), ("done", 5), ("error", 6)}
+    assert multiseed.exit_code(results) == 1
+    display.seeds_report(results)
     captured = capsys.readouterr()
     assert "seed 6 failed: EnvError" in captured.err and captured.out.strip() == str(tmp_path / "good")
 

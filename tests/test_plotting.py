@@ -197,6 +197,14 @@ def test_plot_run_without_metrics_refuses_and_keeps_curves_png(tmp_path):
     assert (run / "curves.png").read_bytes() == b"an earlier figure"
 
 
+def test_plot_finished_draws_a_finished_run_only(tmp_path):
+    [run] = three_seeds(tmp_path, "a", [[0, 10, 20]])
+    assert plotting.plot_finished(run, {"interrupted": "SIGINT"}) is None
+    assert not (run / "curves.png").exists()
+    assert plotting.plot_finished(run, {"env_steps": 300}) == run / "curves.png"
+    assert (run / "curves.png").read_bytes()[:8] == PNG
+
+
 def test_band_is_the_mean_over_seeds_with_a_ci_around_it(tmp_path):
     runs_a = load_runs(three_seeds(tmp_path, "a", [[0, 10, 20], [10, 20, 30], [20, 30, 40]]))
     grid, mean, lo, hi = plotting.band(runs_a, "eval/return_mean")

@@ -1,8 +1,9 @@
-"""progress.py: the cost model's time left and recent rate, on hand-made timings."""
+"""progress.py: the cost model's time left and recent rate, on hand-made timings; the bar's texts."""
 
 import pytest
 
-from dreamercli.progress import CostModel, Ema
+from dreamercli.display import clock, phase_text
+from dreamercli.progress import CostModel, Ema, Progress
 
 
 def test_ema_is_the_weighted_mean_of_what_it_has_seen():
@@ -71,3 +72,11 @@ def test_rate_is_recent_and_restarts_when_learning_starts():
         now += 0.1
         costs.end_step(step, now)
     assert 10 < costs.sps < 11
+
+
+def test_display_texts():
+    assert clock(None) == "-"
+    assert clock(0.4) == "0:00:00" and clock(59.6) == "0:01:00" and clock(3 * 3600 + 62) == "3:01:02"
+    p = Progress(500, 10_000, 7, None, {}, 0.0, "pretrain", 37, 200)
+    assert phase_text(p) == "pretrain 37/200"
+    assert phase_text(Progress(600, 10_000, 8, None, {}, 30.0)) == "train"

@@ -1,0 +1,233 @@
+"""Everything the command line shows with rich: progress bars, tables, notes. No core module prints.
+
+Tables of results go to stdout; progress, notes and warnings to stderr, so that a script can read
+a command's results (and the run folders it prints) from stdout alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.status import Status
+from rich.table import Table
+
+err = Console(stderr=True)
+
+
+def out() -> Console:
+    """A console on today's stdout (made per call, so that a test runner's captured stdout is used)."""
+    return Console()
+
+
+def note(message: str) -> None:
+    """A yellow line on stderr, never wrapped."""
+    err.print(f"[yellow]{message}", soft_wrap=True, highlight=False)
+
+
+def status(text: str) -> Status:
+    """A spinner with text on stderr while a block runs."""
+    return err.status(text)
+
+
+# -- one training run ------------------------------------------------------------------------------
+
+
+def clock(seconds: float | None) -> str:
+    """H:MM:SS as rich's time columns write it, or '-' while unknown."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def phase_text(p: Any) -> str:
+    """prefill, pretrain i/N or train, from a progress.Progress."""
+    return f"pretrain {p.pretrained}/{p.pretrain}" if p.phase == "pretrain" else p.phase
+
+
+def run_progress(env: str, steps: int, pretrain: int) -> tuple[Progress, Callable[[Any], None]]:
+    """A progress bar for one run, to enter while it trains, and the on_progress callback that moves it."""
+    # The rate is the recent one and the time left comes from the loop's cost model
+    # (progress.CostModel): rich's own columns average over the whole run, prefill included.
+    width = len(f"pretrain {pretrain}/{pretrain}")
+    columns = [
+        TextColumn("[bold]{task.description}"), TextColumn(f"{{task.fields[phase]:<{width}}}"), BarColumn(),
+        MofNCompleteColumn(), TextColumn("ep {task.fields[episodes]}"), TextColumn("eval {task.fields[eval]}"),
+        TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[sps]} steps/s"),
+        TextColumn("{task.fields[eta]} left"),
+    ]
+    progress = Progress(*columns, console=err, transient=False)
+    task = progress.add_task(env, total=steps, phase="prefill", episodes=0, eval="-", losses="", sps="-", eta="-")
+
+    def show(p: Any) -> None:
+        losses = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in p.losses.items())
+        progress.update(task, completed=p.step, phase=phase_text(p), episodes=p.episodes,
+                        eval="-" if p.last_eval is None else f"{p.last_eval:.1f}", losses=losses,
+                        sps="-" if p.phase == "pretrain" else f"{p.sps:.0f}", eta=clock(p.eta))
+
+    return progress, show
+
+
+def resumed(run_dir: Path, state: Any, total: int, replay: int) -> None:
+    """What a resumed run restored: its step, updates, replay, episodes and last evaluation."""
+    last = "-" if state.last_eval is None else f"{state.last_eval:.1f}"
+    err.print(f"resumed {run_dir} at env step {state.step} of {total}: {state.updates} updates, "
+              f"replay of {replay} transitions, {state.episode} episodes, last eval {last}", soft_wrap=True)
+
+
+def summary_table(summary: dict[str, Any]) -> None:
+    """One table of what a run reached."""
+    table = Table(title="training summary")
+    for key in ("final_eval", "best_eval", "threshold", "steps_to_threshold", "env_steps",
+                "episodes", "updates", "wall_seconds"):
+        value = summary.get(key)
+        table.add_row(key, "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value))
+    err.print(table)
+
+
+def interrupted(summary: dict[str, Any], run_dir: Path) -> None:
+    """How an interrupted run stopped and how to resume it."""
+    err.print(f"dreamer: interrupted by {summary['interrupted']} at env step {summary['env_steps']}; "
+              f"resume with: dreamer train --resume {run_dir}", markup=False, highlight=False, soft_wrap=True)
+
+
+# -- several seeds -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def seeds_progress(jobs: Sequence[tuple[Any, Path]], waiting: str = "waiting") -> Iterator[Callable[[tuple], None]]:
+    """A progress row per seed; yields the callback that takes multiseed's messages."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("eval {task.fields[eval]}"), TextColumn("{task.fields[sps]} steps/s"),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err)
+    rows = {cfg.train.seed: progress.add_task(f"seed {cfg.train.seed}", total=cfg.train.steps, eval="-", sps="-",
+                                              status=waiting) for cfg, _ in jobs}
+
+    def show(message: tuple) -> None:
+        kind, row = message[0], rows[message[1]]
+        if kind == "start":
+            progress.update(row, status="running")
+        elif kind == "progress":
+            _, _, step, last_eval, sps = message
+            progress.update(row, completed=step, eval="-" if last_eval is None else f"{last_eval:.1f}",
+                            sps=f"{sps:.0f}", status="running")
+        elif kind == "done":
+            stopped = message[2].get("interrupted")
+            progress.update(row, completed=message[2].get("env_steps", progress.tasks[row].completed),
+                            status=f"[yellow]{stopped}" if stopped else "[green]done")
+        else:
+            progress.update(row, status="[red]failed")
+
+    with progress:
+        yield show
+
+
+def seeds_report(results: dict[int, dict[str, Any]]) -> None:
+    """A line per seed on stderr (final eval, how to resume, or the error), then the run folders on stdout."""
+    for seed in sorted(results):
+        r = results[seed]
+        if "error" in r:
+            err.print(f"[red]seed {seed} failed:[/red] {r['error']}", highlight=False)
+        elif r["summary"].get("interrupted"):
+            err.print(f"seed {seed}: interrupted by {r['summary']['interrupted']} at env step "
+                      f"{r['summary'].get('env_steps')}; resume with: dreamer train --resume {r['run_dir']}",
+                      highlight=False, soft_wrap=True)
+        else:
+            final = r["summary"].get("final_eval")
+            err.print(f"seed {seed}: final eval {'-' if final is None else f'{final:.1f}'}"
+                      f" in {r['summary'].get('wall_seconds', 0):.1f} s", highlight=False)
+    for seed in sorted(results):
+        if "error" not in results[seed]:
+            print(results[seed]["run_dir"])
+
+
+# -- evaluate --------------------------------------------------------------------------------------
+
+
+def evaluation_table(report: dict[str, Any]) -> None:
+    """The evaluation table on stdout, and where the first episode's GIF went."""
+    table = Table(title=f"{report['env']}: {report['episodes']} deterministic episodes (seed {report['seed']})")
+    for col in ("mean", "std", "min", "max"):
+        table.add_column(f"return {col}", justify="right")
+    table.add_row(*(f"{report[f'return_{c}']:.2f}" for c in ("mean", "std", "min", "max")))
+    out().print(table)
+    if "gif" in report:
+        out().print(f"first episode: {report['gif']}")
+
+
+def window_available() -> bool:
+    """Whether a window can be opened here."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_episode(agent: Any, env_id: str, seed: int, max_episode_steps: int) -> None:
+    """Play one deterministic episode in a window; a window is a nicety, so failures only warn."""
+    from .envs import make_env, to_env_action
+
+    try:
+        env = make_env(env_id, render_mode="human", max_episode_steps=max_episode_steps)
+        try:
+            obs, _ = env.reset(seed=seed)
+            done = False
+            while not done:
+                obs, _, term, trunc, _ = env.step(to_env_action(agent.spec, agent.act(obs, True)))
+                done = term or trunc
+        finally:
+            env.close()
+    except Exception as error:
+        note(f"could not open a window: {error}")
+
+
+# -- imagine and compare ----------------------------------------------------------------------------
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    # Mean over spread on two lines keeps the columns narrow enough for an 80-column terminal.
+    return "-" if mean is None or math.isnan(mean) else f"{mean:.3g}\n±{std:.2g}"
+
+
+def imagine_table(metrics: dict[str, Any], dims: Sequence[str], steps: Sequence[int], title: str,
+                  max_dims: int = 8) -> None:
+    """The table of dream-versus-reality errors at the given steps (mean±std over rollouts), on stdout."""
+    table = Table(title=title)
+    table.add_column("step", justify="right")
+    table.add_column("n", justify="right")  # rollouts whose real episode still runs
+    table.add_column("obs (all)", justify="right")
+    shown = list(dims)[:max_dims]  # the JSON holds every dimension; the terminal only so many
+    for name in shown:
+        table.add_column(name.split(" (")[0], justify="right")  # the title names the units
+    table.add_column("reward", justify="right")
+    table.add_column("cont agrees", justify="right")
+    for k in steps:
+        j = k - 1
+        dim_cells = [_cell(metrics["obs_err_dim_mean"][j][d], metrics["obs_err_dim_std"][j][d])
+                     for d in range(len(shown))]
+        agree = metrics["cont_agreement"][j]
+        table.add_row(str(k), str(metrics["rollouts_left"][j]),
+                      _cell(metrics["obs_err_mean"][j], metrics["obs_err_std"][j]), *dim_cells,
+                      _cell(metrics["reward_err_mean"][j], metrics["reward_err_std"][j]),
+                      "-" if agree is None or math.isnan(agree) else f"{agree:.0%}")
+    out().print(table)
+
+
+def compare_tables(tables: dict[str, list[dict[str, Any]]], headers: Sequence[str], caption: str,
+                   cells: Callable[[dict[str, Any]], list[str]]) -> None:
+    """A table per env of the groups over seeds, on stdout."""
+    console = out()
+    for env, rows in tables.items():
+        table = Table(title=f"{env}: groups over seeds", caption=caption)
+        for i, header in enumerate(headers):
+            table.add_column(header, justify="left" if i < 2 else "right")
+        for row in rows:
+            table.add_row(*cells(row))
+        console.print(table)

@@ -196,3 +196,11 @@ def test_settings_table_has_a_row_per_setting():
     assert "| `steps` | `10000; tiny: 300` | Env steps to train for. Must be > 0. | train |" in lines
     assert any(line.startswith("| `algo` | `model-free` |") and "One of: dreamer, model-free" in line
                for line in lines)
+
+
+def test_the_readme_settings_table_is_the_declared_one():
+    # The README's table is settings_table()'s output pasted between its markers: a setting added,
+    # removed or reworded in config.py without the README following fails here.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert block == settings_table().rstrip("\n") + "\n"

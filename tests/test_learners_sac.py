@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dreamercli.learners.policy import Actor
 from dreamercli.learners.off_policy import actor_turns
+from dreamercli.learners.policy import Actor
 from dreamercli.learners.sac import SAC, SACSettings, TransitionBatch
 from dreamercli.nets import symlog
 from dreamercli.optim import FlatAdam

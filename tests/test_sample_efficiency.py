@@ -1,4 +1,4 @@
-"""benchmarks/sample_efficiency.py: a smoke race end to end, and its arithmetic on hand-made records."""
+"""benchmarks/sample_efficiency.py: a smoke race end to end (`-m bench`), and its arithmetic on hand-made records."""
 
 import importlib.util
 import json
@@ -23,6 +23,7 @@ def load(name: str):
 race = load("sample_efficiency")
 
 
+@pytest.mark.bench
 def test_smoke_race_writes_every_run_curve_table_and_figure(tmp_path):
     assert race.main(["--smoke", "--jobs", "2", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "sample_efficiency.json").read_text())
@@ -102,6 +103,7 @@ def test_zoo_schedules_and_policy_kwargs_become_sb3_values():
     assert td3["learning_starts"] == baselines.SMOKE_LEARNING_STARTS
 
 
+@pytest.mark.bench
 def test_screening_settings_reach_dreamers_runs_and_are_named_in_the_table(tmp_path):
     argv = ["--smoke", "--methods", "dreamer", "--envs", "CartPole-v1", "--out", str(tmp_path),
             "--set", "hidden_dim=12", "imag_noise=sample"]
@@ -116,6 +118,7 @@ def test_screening_settings_reach_dreamers_runs_and_are_named_in_the_table(tmp_p
         race.main([*argv[:-2], "nope=1"])
 
 
+@pytest.mark.bench
 def test_a_baseline_stops_at_its_first_eval_at_the_threshold_only_when_asked():
     baselines = load("baselines")
     # DQN's smoke settings on CartPole; every return is >= 0, so a threshold of 0 is met at once.

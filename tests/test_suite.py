@@ -1,4 +1,4 @@
-"""benchmarks/suite.py: the development suite end to end at smoke budgets, and its task list."""
+"""benchmarks/suite.py: the development suite end to end at smoke budgets (`-m bench`), and its task list."""
 
 import importlib.util
 import json
@@ -62,6 +62,7 @@ def test_beacon_reach_rewards_the_controller_and_not_chance():
     assert score(lambda obs: env.action_space.sample()) < threshold / 4
 
 
+@pytest.mark.bench  # every task and method at smoke budgets: the longest test here
 def test_smoke_suite_runs_every_task_and_method_and_writes_the_scoreboard(tmp_path):
     assert suite.main(["--smoke", "--jobs", "2", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "suite.json").read_text())
@@ -103,7 +104,7 @@ def test_smoke_suite_runs_every_task_and_method_and_writes_the_scoreboard(tmp_pa
     assert "| dqn (zoo) | 0/1 |" in row or "| dqn (zoo) | 1/1 |" in row  # the reused baseline's cells
 
 
-@pytest.mark.slow  # a local Ray instance and two fresh worker processes: minutes on 2 cores
+@pytest.mark.bench  # a local Ray instance and two fresh worker processes
 def test_smoke_suite_as_ray_tasks_gives_the_records_local_workers_give(tmp_path):
     ray = pytest.importorskip("ray")
     try:

@@ -139,21 +139,27 @@ def test_a_pickle_renamed_to_safetensors_is_never_unpickled(cartpole_run, tmp_pa
     assert os.listdir(tmp_path) == ["run"]
 
 
-def _small_file_limit() -> None:
-    """In the child: files may not grow past 200 kB, as on a disk that is nearly full."""
-    import resource
+def small_file_limit(limit: int):
+    """For the child: files may not grow past `limit` bytes, as on a disk that is nearly full."""
 
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
-    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+    def apply() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
 
 
 def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     assert runner.invoke(app, ["train", "--preset", "tiny", "--runs-dir", str(tmp_path), "--name", "run",
                                "--checkpoint-every", "50"]).exit_code == 0
-    # The checkpoint grows with the replay: past ~200 kB its write fails part way.
+    # The checkpoint grows with the replay (56 bytes a CartPole-v1 step): with 10 kB of room its first
+    # writes after the resume fit, and one within about 180 steps fails part way.
+    limit = (run / runs.CHECKPOINT_FILE).stat().st_size + 10_000
     proc = subprocess.run([sys.executable, "-m", "dreamercli", "train", "--resume", str(run), "--steps", "5000"],
-                          cwd=ROOT, capture_output=True, text=True, preexec_fn=_small_file_limit, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, preexec_fn=small_file_limit(limit), timeout=300)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("dreamer: error: cannot write") and "checkpoint.safetensors" in last, last

@@ -1,6 +1,7 @@
 """Checkpoints and resume: an interrupted run, resumed, is the uninterrupted one; NaN guards."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -37,11 +38,15 @@ HYBRID = {"algo": "hybrid", "trust_threshold": 1.0, "trust_window": 20, "sac_bat
 
 @pytest.mark.parametrize("env, overrides", [("CartPole-v1", {}), ("Pendulum-v1", {}), ("CartPole-v1", HYBRID),
                                             ("Pendulum-v1", {"novelty": 0.3})])
-def test_interrupted_and_resumed_equals_uninterrupted(env, overrides, tmp_path):
+def test_interrupted_and_resumed_equals_uninterrupted(env, overrides, tmp_path, request):
     # tiny: checkpoints at steps 150 and 300; the crash at 230 loses steps 151-230, which the
     # resume redoes from the checkpoint (Pendulum: mid-episode, so the env is replayed).
     config = tiny(env, **overrides)
-    train(config, tmp_path / "whole")
+    if overrides:
+        whole = tmp_path / "whole"
+        train(config, whole)
+    else:  # the session's run of this very config (conftest), uninterrupted
+        whole = request.getfixturevalue("cartpole_run" if env == "CartPole-v1" else "pendulum_run")
     with pytest.raises(Crash):
         train(config, tmp_path / "cut", on_progress=crash_at(230))
     cut = tmp_path / "cut"
@@ -49,18 +54,18 @@ def test_interrupted_and_resumed_equals_uninterrupted(env, overrides, tmp_path):
     trainer = resume(cut)
     assert (trainer.state.step, len(trainer.buffer)) == (150, 150)
     trainer.run()
-    assert rows_without_timings(cut) == rows_without_timings(tmp_path / "whole")
-    whole, resumed = runs.load_weights(tmp_path / "whole"), runs.load_weights(cut)
-    assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert rows_without_timings(cut) == rows_without_timings(whole)
+    weights, resumed = runs.load_weights(whole), runs.load_weights(cut)
+    assert set(weights) == set(resumed) and all(torch.equal(weights[k], resumed[k]) for k in weights)
     assert json.loads((cut / "summary.json").read_text())["env_steps"] == config.train.steps
     if config.algo == "hybrid":  # the guard opened, and the model buffer came back with the rest
         assert any(r.get("hybrid/branch_length", 0) > 0 for r in runs.read_metrics(cut))
         assert len(checkpoint.read(cut).part("model_replay")["rewards"]) > 0
 
 
-def test_resume_to_a_new_total_appends_rows_once(tmp_path):
+def test_resume_to_a_new_total_appends_rows_once(cartpole_run, tmp_path):
     run = tmp_path / "run"
-    train(tiny("CartPole-v1"), run)
+    shutil.copytree(cartpole_run, run)  # a finished tiny run (300 env steps)
     before = list(runs.read_metrics(run))
     trainer = resume(run, steps=450)
     assert trainer.state.step == 300

@@ -114,6 +114,7 @@ def test_ray_without_ray_installed_gives_a_hint(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.bench  # starts a local Ray instance
 def test_ray_tasks_give_the_same_run_folders_as_local_workers(local_runs, tmp_path):
     ray = pytest.importorskip("ray")
     root, _ = local_runs

@@ -287,7 +287,13 @@ def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int 
     run_dir = Path(run_dir)
     agent, config = load_agent(run_dir, device, threads, env, trust_env_code)
     if agent.world_model is None:
-        raise ValueError(f"{run_dir} is a {config.algo} run: it has no world model to imagine with")
+        from .agent import COMPOSITIONS
+
+        *most, last = [a for a, parts in COMPOSITIONS.items() if parts.world_model]
+        with_model = f"{', '.join(most)} or {last}"
+        raise ValueError(f"{run_dir} is a {config.algo} run: it has no world model to imagine with. Train "
+                         f"with --algo {with_model} to get a model to imagine with; "
+                         f"`dreamer evaluate {run_dir}` shows this run's policy")
     seed = config.train.seed if seed is None else seed
     trained_h = config.actor_critic.horizon
     if horizon > trained_h:

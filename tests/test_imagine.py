@@ -33,10 +33,10 @@ runner = CliRunner()
 def untrained_run(tmp_path):
     """Write a run folder of untrained weights for env_id (quick: no training)."""
 
-    def make(env_id: str):
-        config = tiny(env_id)
+    def make(env_id: str, **overrides):
+        config = tiny(env_id, **overrides)
         spec = spec_of(make_env(config.env))
-        run = tmp_path / env_id.replace(":", "_")
+        run = tmp_path / "-".join([env_id.replace(":", "_"), *map(str, overrides.values())])
         runs.write_config(run, config, spec)
         runs.save_weights(run, Agent(config, spec).weights())
         return run
@@ -206,3 +206,13 @@ def test_imagine_needs_a_run_folder(tmp_path):
     empty = runner.invoke(app, ["imagine", str(tmp_path / "empty")])
     assert empty.exit_code == 2 and "not a dreamer run folder" in empty.output
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_run_without_a_world_model_says_what_to_do_instead(untrained_run):
+    run = untrained_run("CartPole-v1", algo="model-free")
+    result = runner.invoke(app, ["imagine", str(run)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "is a model-free run: it has no world model to imagine with" in result.output
+    assert "Train with --algo dreamer, mbpo or hybrid to get a model to imagine with" in result.output
+    assert f"`dreamer evaluate {run}` shows this run's policy" in result.output
+    assert not (run / "imagine").exists()

@@ -52,7 +52,8 @@ def setting_option(setting: cfg.Setting) -> inspect.Parameter:
     """The `train` option of one declared setting: named after its field, with its help and default."""
     kind = choices(setting.name, setting.choices) if setting.choices else TYPES[setting.kind]
     presets = "; ".join(f"{p} preset: {v}" for p, v in cfg.preset_values(setting.name).items())
-    option = typer.Option(help=setting.help + (f" ({presets})" if presets else ""), show_default=True,
+    option = typer.Option(help=setting.help + (f" ({presets})" if presets else ""),
+                          show_default=True if setting.default is not None else "none",
                           rich_help_panel=None if setting.name in MAIN else PANELS[setting.section])
     default = kind(setting.default) if setting.choices else setting.default
     return inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -96,25 +97,29 @@ def train(
     ctx: typer.Context,
     *,
     config: Annotated[Path | None, typer.Option(
-        help="JSON of config fields (a run's config.json works); flags override it.")] = None,
+        help="JSON of config fields (a run's config.json works); flags override it.",
+        show_default="no file: the preset's values")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(
-        help="Run folder name: {env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS} when not given.")] = None,
+        help="Run folder name.", show_default="{env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS}")] = None,
     force: Annotated[bool, typer.Option(
         help="Replace a run folder of that name, as a whole, once the new run has its first checkpoint.")] = False,
     resume: Annotated[Path | None, typer.Option(
         help="Continue this run folder from its last checkpoint, to its step total or a new --steps. "
-             "Takes no other flag (--env or --trust-env-code only for module:Class envs).")] = None,
+             "Takes no other flag (--env or --trust-env-code only for module:Class envs).",
+        show_default="none: a new run")] = None,
     trust_env_code: Annotated[bool, typer.Option(
         help="With --resume: import the module:Class env named in the run's config.json.")] = False,
     seeds: Annotated[str | None, typer.Option(
-        help="Train several seeds, a run folder each: '0 1 2', '0,1,2' or '0-9'.", rich_help_panel=SEEDS)] = None,
+        help="Train several seeds, a run folder each: '0 1 2', '0,1,2' or '0-9'.",
+        show_default="one run, of --seed", rich_help_panel=SEEDS)] = None,
     workers: Annotated[int | None, typer.Option(
         help="Parallel worker processes for --seeds.", show_default="one per core, at most one per seed",
         rich_help_panel=SEEDS)] = None,
     ray: Annotated[str | None, typer.Option(
         help="Run --seeds as Ray tasks: alone, on RAY_ADDRESS or a new local Ray; with HEAD:6379, on that "
-             "cluster. Needs the ray extra (pip install -e '.\\[ray]').", rich_help_panel=SEEDS)] = None,
+             "cluster. Needs the ray extra (pip install -e '.\\[ray]').", show_default="none: local workers",
+        rich_help_panel=SEEDS)] = None,
     **settings: Any,
 ) -> None:
     """Train an agent and write a run folder (config, weights, checkpoint, metrics, summary, curves)."""
@@ -277,6 +282,7 @@ def compare(
 THREADS_HELP = "Torch CPU threads."
 THREADS_DEFAULT = "the run's threads setting"
 ENV_HELP = "The run's module:Class env, named again so that dreamer may import it."
+ENV_DEFAULT = "the run's env"
 TRUST_HELP = "Import the module:Class env named in the run's config.json (runs code from the run folder)."
 
 
@@ -290,7 +296,7 @@ def evaluate(
         help="Record the first episode to videos/eval.gif (and show it when a display exists).")] = False,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP, show_default=THREADS_DEFAULT)] = None,
-    env: Annotated[str | None, typer.Option(help=ENV_HELP)] = None,
+    env: Annotated[str | None, typer.Option(help=ENV_HELP, show_default=ENV_DEFAULT)] = None,
     trust_env_code: Annotated[bool, typer.Option(help=TRUST_HELP)] = False,
 ) -> None:
     """Rebuild the agent from a run folder, run episodes, print a table, write eval.json."""
@@ -335,7 +341,7 @@ def imagine_command(
         help="policy: the actor on the imagined latent; random: uniform from the seed.")] = ActionSource.policy,
     device: Annotated[Device, typer.Option(help="Where the networks run.")] = Device.auto,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP, show_default=THREADS_DEFAULT)] = None,
-    env: Annotated[str | None, typer.Option(help=ENV_HELP)] = None,
+    env: Annotated[str | None, typer.Option(help=ENV_HELP, show_default=ENV_DEFAULT)] = None,
     trust_env_code: Annotated[bool, typer.Option(help=TRUST_HELP)] = False,
 ) -> None:
     """Dream beside reality: table of errors, imagine/imagine.json, imagine.png and dream.gif."""

@@ -4,6 +4,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -143,6 +144,34 @@ def test_help_shows_every_flag_with_its_help_and_default():
     assert "(tiny preset: 300) [default: 10000]" in text  # --steps: a preset's own value is named
     command = typer.main.get_command(app).commands["train"]
     assert {p.name for p in command.params} == {*SETTINGS, *OWN_OPTIONS}  # nothing else, nothing missing
+
+
+def option_rows(help_text: str) -> dict[str, str]:
+    """Each option's row of rich's help (its continuation lines joined), by its flag."""
+    rows: dict[str, str] = {}
+    flag_name = None
+    for line in help_text.splitlines():
+        match = re.match(r"^│\s+(--[\w-]+)", line)
+        if match:
+            flag_name = match[1]
+            rows[flag_name] = line
+        elif flag_name and line.startswith("│") and not re.match(r"^│\s*[*A-Z]", line):
+            rows[flag_name] += " " + line
+        else:
+            flag_name = None
+    return rows
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "imagine", "plot", "compare"])
+def test_every_option_help_shows_its_default(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    rows = option_rows(result.output)
+    params = typer.main.get_command(app).commands[command].params
+    options = [p.opts[0] for p in params if p.param_type_name == "option" and p.opts[0] != "--help"]
+    assert options and set(options) <= set(rows)
+    for option in options:
+        assert "[default: " in " ".join(rows[option].split()), rows[option]
 
 
 def test_a_file_only_setting_gets_no_flag(monkeypatch):

@@ -286,6 +286,24 @@ ENV_DEFAULT = "the run's env"
 TRUST_HELP = "Import the module:Class env named in the run's config.json (runs code from the run folder)."
 
 
+def _untrained(run: Path) -> str | None:
+    """Why the run's weights are untrained (its checkpoint precedes any update), or None."""
+    import json
+
+    from safetensors import safe_open
+
+    from .runs import CHECKPOINT_FILE
+
+    try:  # the header alone: the checkpoint's tensors (its replay) may be large
+        with safe_open(str(run / CHECKPOINT_FILE), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["state"])
+    except Exception:  # no or a damaged checkpoint: the weights may still be trained; say nothing
+        return None
+    if state.get("updates", 0) > 0:
+        return None
+    return f"its checkpoint is at env step {state.get('step', 0)}, before any update"
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by `dreamer train`.")],
@@ -311,6 +329,10 @@ def evaluate(
     try:
         agent, config = load_agent(run, device.value, threads, env, trust_env_code)
         runs.check_writable(run)
+        untrained = _untrained(run)
+        if untrained is not None:
+            _warn(f"{run} holds an untrained policy ({untrained}): these returns are of its initial weights; "
+                  f"train it on with `dreamer train --resume {run}`")
         seed = config.train.seed if seed is None else seed
         limit = config.train.max_episode_steps
         with display.status(f"evaluating {episodes} episodes of {config.env}"):

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import typer
+from conftest import tiny
 from typer.testing import CliRunner
 
 from dreamercli import plotting, training
@@ -246,6 +247,21 @@ def test_bad_evaluate_input(tmp_path, cartpole_run):
     assert list((tmp_path / "empty").iterdir()) == []
     zero = runner.invoke(app, ["evaluate", str(cartpole_run), "--episodes", "0"])
     assert zero.exit_code == 2 and "--episodes" in zero.output
+
+
+def test_evaluate_notes_a_run_whose_checkpoint_precedes_any_update(tmp_path, cartpole_run):
+    run = tmp_path / "fresh"
+    trainer = training.Trainer(tiny("CartPole-v1"), run)
+    trainer.start()  # the run folder as a run stopped at once leaves it: a step-0 checkpoint
+    trainer.env.close()
+    result = runner.invoke(app, ["evaluate", str(run), "--episodes", "1"])
+    assert result.exit_code == 0, result.output
+    assert (f"dreamer: warning: {run} holds an untrained policy (its checkpoint is at env step 0, before any "
+            f"update): these returns are of its initial weights; train it on with `dreamer train --resume {run}`"
+            ) in " ".join(result.output.split())
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 1
+    trained = runner.invoke(app, ["evaluate", str(cartpole_run), "--episodes", "1"])
+    assert trained.exit_code == 0 and "untrained" not in trained.output
 
 
 def test_evaluate_sets_the_runs_threads_or_the_option(cartpole_run):

@@ -251,7 +251,8 @@ def plot(
         else:
             run_list = load_runs(run, warn=_warn)
             check_metrics(run_list, metrics)
-            path = plot_groups(group_runs(run_list, warn=_warn), out or Path("plot.png"), metrics or None, x.value)
+            path = plot_groups(group_runs(run_list, warn=_warn), out or Path("plot.png"), metrics or None, x.value,
+                               warn=_warn)
     except ValueError as err:
         fail(str(err))
     typer.echo(str(path))
@@ -275,7 +276,7 @@ def compare(
         fail(str(err))
     tables = cmp.compare(run_list, threshold, warn=_warn)
     display.compare_tables(tables, [header for _, header in cmp.COLUMNS], cmp.CAPTION, cmp.cells)
-    for path in [*cmp.write_outputs(tables, out), plot_comparison(run_list, out / "compare.png", threshold)]:
+    for path in [*cmp.write_outputs(tables, out), plot_comparison(run_list, out / "compare.png", threshold, _warn)]:
         typer.echo(str(path))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.status import Status
 from rich.table import Table
@@ -225,9 +226,10 @@ def compare_tables(tables: dict[str, list[dict[str, Any]]], headers: Sequence[st
     """A table per env of the groups over seeds, on stdout."""
     console = out()
     for env, rows in tables.items():
-        table = Table(title=f"{env}: groups over seeds", caption=caption)
+        # Brackets are rich markup: "[min, max]" would vanish. A narrow terminal folds a label, never cuts it.
+        table = Table(title=escape(f"{env}: groups over seeds"), caption=escape(caption))
         for i, header in enumerate(headers):
-            table.add_column(header, justify="left" if i < 2 else "right")
+            table.add_column(header, justify="left" if i < 2 else "right", overflow="fold")
         for row in rows:
-            table.add_row(*cells(row))
+            table.add_row(*map(escape, cells(row)))
         console.print(table)

@@ -52,11 +52,11 @@ def check_metrics(run_list: list[Run], metrics: list[str]) -> None:
         raise ValueError(f"unknown metric {', '.join(unknown)}; available: {', '.join(keys) or 'none'}")
 
 
-def _panels(n: int, ncols: int = 2):
+def _panels(n: int, ncols: int = 2, row_height: float = 3.7):
     """A figure with n axes in a grid of ncols columns; surplus axes are hidden."""
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 3.7 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, row_height * nrows), squeeze=False)
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -70,14 +70,22 @@ def _save(fig, out: Path) -> Path:
     return runs.write_figure(fig, Path(out))
 
 
-def _finish(ax, x: str, ylabel: str, title: str | None = None) -> None:
+LEGEND_LINE = 0.19  # inches per legend entry at fontsize 8, to grow a figure whose legends sit below the axes
+
+
+def _finish(ax, x: str, ylabel: str, title: str | None = None, legend: str = "best") -> None:
+    """Labels, grid and legend: "best" inside the axes, "below" under the x label (never over the data)."""
     ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    if not ax.get_legend_handles_labels()[0]:
+        return
+    if legend == "below":
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    else:
+        ax.legend(fontsize=8, loc=legend)
 
 
 # -- one run's curves.png: panels of one kind and one scale each ----------------------------------
@@ -300,39 +308,64 @@ def band(members: list[Run], key: str, x: str = "steps"):
     return grid, values.mean(axis=0), lo, hi
 
 
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def _apart(ax, env: str, key: str, label: str, algo: str, members: list[Run], x: str, color: str,
+           warn: Warn | None) -> None:
+    """A group whose seeds share no x range: a line per seed, and a warning that says why."""
+    drawn = [(m, *m.series(key, x)) for m in members]
+    drawn = [(m, xs, vs) for m, xs, vs in drawn if len(xs)]
+    for i, (m, xs, vs) in enumerate(drawn):
+        ax.plot(xs, vs, color=color, lw=1.5, ls=SEED_STYLES[i % len(SEED_STYLES)],
+                label=f"{label} ({algo}): seed {m.seed} alone")
+    if warn is not None and drawn:
+        spans = ", ".join(f"seed {m.seed}: {xs[0]:g}-{xs[-1]:g}" for m, xs, _ in drawn)
+        warn(f"{env}: group {label} ({algo}): its seeds' {key} curves share no {X_LABELS[x].split(' since')[0]} "
+             f"({spans}), so each seed is drawn alone, with no mean or band")
+
+
 def plot_groups(groups: dict[tuple[str, str, str], list[Run]], out: Path, metrics: list[str] | None = None,
-                x: str = "steps", threshold: float | None = None) -> Path:
-    """Overlay groups: per env and metric a panel, a mean line over seeds with a 95% bootstrap band."""
+                x: str = "steps", threshold: float | None = None, warn: Warn | None = None) -> Path:
+    """Overlay groups: per env and metric a panel, a mean line over seeds with a 95% bootstrap band.
+
+    A group whose seeds share no x range (runs continued at different steps) gets a line per seed instead.
+    """
     metrics = metrics or [RETURN_KEY]
     envs = sorted({key[0] for key in groups})
-    fig, axes = _panels(len(envs) * len(metrics), ncols=min(2, len(envs) * len(metrics)))
+    # Legends go below the axes: room for each group's two entries (and seed lines) and a threshold.
+    entries = max(sum(max(2, len(m)) for g, m in groups.items() if g[0] == env) + 1 for env in envs)
+    fig, axes = _panels(len(envs) * len(metrics), ncols=min(2, len(envs) * len(metrics)),
+                        row_height=3.7 + LEGEND_LINE * entries)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (env, key) in enumerate((e, k) for e in envs for k in metrics):
         ax = axes[i]
         env_groups = [(g, m) for g, m in groups.items() if g[0] == env]
         for j, ((_, algo, label), members) in enumerate(env_groups):
             color = colors[j % len(colors)]
+            result = band(members, key, x)
+            if result is None:
+                _apart(ax, env, key, label, algo, members, x, color, warn)
+                continue
             for m in members:  # each seed faintly, so a reader sees the spread behind the band
                 xs, vs = m.series(key, x)
                 ax.plot(xs, vs, color=color, alpha=0.25, lw=0.8)
-            result = band(members, key, x)
-            if result is None:
-                continue
             grid, mean, lo, hi = result
-            seeds = ",".join(str(m.seed) for m in members)
-            ax.plot(grid, mean, color=color, lw=2, label=f"{label} ({algo}): mean of {len(members)} "
-                                                          f"seed{'s' if len(members) > 1 else ''} [{seeds}]")
-            if len(members) > 1:
+            present = [m for m in members if len(m.series(key, x)[0])]
+            seeds = ",".join(str(m.seed) for m in present)
+            ax.plot(grid, mean, color=color, lw=2, label=f"{label} ({algo}): mean of {len(present)} "
+                                                          f"seed{'s' if len(present) > 1 else ''} [{seeds}]")
+            if len(present) > 1:
                 ax.fill_between(grid, lo, hi, color=color, alpha=0.2, label=f"{label}: 95% bootstrap CI")
         if key == RETURN_KEY:
             thresholds = {threshold} if threshold is not None else {
                 m.summary.get("threshold") for _, ms in env_groups for m in ms}
             if len(thresholds) == 1 and None not in thresholds:
                 ax.axhline(thresholds.pop(), color="grey", ls="--", label="threshold")
-        _finish(ax, x, f"{key} ({unit_of(key)})", f"{env}: {key}, mean over seeds")
+        _finish(ax, x, f"{key} ({unit_of(key)})", f"{env}: {key}, mean over seeds", legend="below")
     return _save(fig, out)
 
 
-def plot_comparison(run_list: list[Run], out: Path, threshold: float | None = None) -> Path:
+def plot_comparison(run_list: list[Run], out: Path, threshold: float | None = None, warn: Warn | None = None) -> Path:
     """compare.png: each group's eval return over seeds, a panel per env."""
-    return plot_groups(group_runs(run_list), out, [RETURN_KEY], threshold=threshold)
+    return plot_groups(group_runs(run_list), out, [RETURN_KEY], threshold=threshold, warn=warn)

@@ -158,3 +158,17 @@ def test_plotting_and_compare_do_not_import_torch():
     code = ("import sys, dreamercli.plotting, dreamercli.compare; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_the_terminal_table_keeps_its_caption_brackets_and_whole_labels(tmp_path, columns):
+    label = "CartPole-v1-hybrid-with-a-rather-long-label-for-this-group"
+    paths = [make_run(tmp_path / "runs", f"{label}-s{seed}", seed, [(100, 5.0), (200, 30.0)]) for seed in (0, 1)]
+    result = runner.invoke(app, ["compare", *map(str, paths), "--out", str(tmp_path / "c")],
+                           env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert "median [min, max] over the runs" in " ".join(result.output.split())
+    label_column = "".join(line.split("│")[2].strip() for line in result.output.splitlines()
+                           if line.startswith("│"))
+    assert label in label_column

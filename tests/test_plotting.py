@@ -228,3 +228,35 @@ def test_cli_plot_overlay_and_metric_errors(tmp_path):
     assert one.exit_code == 2 and "available:" in one.output
     refreshed = runner.invoke(app, ["plot", str(paths[0])])
     assert refreshed.exit_code == 0 and (paths[0] / "curves.png").read_bytes()[:8] == PNG
+
+
+def test_a_group_whose_seeds_share_no_steps_is_drawn_seed_by_seed_with_a_warning(tmp_path):
+    paths = [make_run(tmp_path, "apart-s0", 0, [(100, 1.0), (200, 2.0)]),
+             make_run(tmp_path, "apart-s1", 1, [(400, 3.0), (500, 30.0)]),
+             *three_seeds(tmp_path, "together", [[0, 10, 20], [10, 20, 30]])]
+    warnings = []
+    groups = plotting.group_runs(load_runs(paths))
+    fig_path = plotting.plot_groups(groups, tmp_path / "o.png", warn=warnings.append)
+    assert fig_path.read_bytes()[:8] == PNG
+    assert warnings == ["CartPole-v1: group apart (dreamer): its seeds' eval/return_mean curves share no env steps "
+                        "(seed 0: 100-200, seed 1: 400-500), so each seed is drawn alone, with no mean or band"]
+    result = runner.invoke(app, ["plot", *map(str, paths), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0 and warnings[0] in " ".join(result.output.split())
+    result = runner.invoke(app, ["compare", *map(str, paths), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0 and warnings[0] in " ".join(result.output.split())
+
+
+def test_every_group_has_a_line_and_a_legend_entry(tmp_path, monkeypatch):
+    paths = [make_run(tmp_path, "apart-s0", 0, [(100, 1.0), (200, 2.0)]),
+             make_run(tmp_path, "apart-s1", 1, [(400, 3.0), (500, 30.0)]),
+             *three_seeds(tmp_path, "together", [[0, 10, 20], [10, 20, 30]])]
+    figures = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, out: figures.append(fig) or out)
+    plotting.plot_groups(plotting.group_runs(load_runs(paths)), tmp_path / "o.png")
+    (ax,) = figures[0].axes
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "apart (dreamer): seed 0 alone" in legend and "apart (dreamer): seed 1 alone" in legend
+    assert "together (dreamer): mean of 2 seeds [0,1]" in legend
+    seed_1 = next(line for line in ax.get_lines() if line.get_label() == "apart (dreamer): seed 1 alone")
+    assert list(seed_1.get_xdata()) == [400, 500] and list(seed_1.get_ydata()) == [3, 30]
+    plotting.plt.close(figures[0])

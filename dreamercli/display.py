@@ -12,13 +12,14 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.status import Status
-from rich.table import Table
+from rich.table import Column, Table
 
 err = Console(stderr=True)
 
@@ -54,25 +55,87 @@ def phase_text(p: Any) -> str:
     return f"pretrain {p.pretrained}/{p.pretrain}" if p.phase == "pretrain" else p.phase
 
 
-def run_progress(env: str, steps: int, pretrain: int) -> tuple[Progress, Callable[[Any], None]]:
-    """A progress bar for one run, to enter while it trains, and the on_progress callback that moves it."""
+# A row's fields in the order shown, and the order they are kept in when the terminal is narrow.
+ROW_ORDER = ("env", "phase", "bar", "count", "episodes", "eval", "losses", "sps", "eta")
+ROW_PRIORITY = ("phase", "count", "eta", "eval", "sps", "bar", "episodes", "losses", "env")
+LOSS_LABELS = {"wm/loss": "wm", "ac/actor_loss": "actor", "sac/q_loss": "Q"}
+NUMBER = 8  # characters of a loss: "-1.2e+04"
+MIN_BAR, MAX_BAR = 8, 40
+LOSS_CELL = len("actor") + 1 + NUMBER  # the widest 'name value' cell
+MIN_LOSSES = LOSS_CELL
+
+
+def number(value: float) -> str:
+    """A loss in at most NUMBER characters: four significant digits, or two in exponent form."""
+    text = f"{value:.4g}"
+    if "e" in text and 1 <= abs(value) < 1e6:  # 41234 rather than 4.123e+04
+        text = f"{value:.0f}"
+    return text if len(text) <= NUMBER else f"{value:.1e}"
+
+
+def row_widths(width: int, env: str, steps: int, pretrain: int) -> dict[str, int]:
+    """The width of each field the progress row shows, fixed for the run so that the row never jumps or
+    cuts a field: the most useful fields that fit a terminal `width` columns wide, one space apart."""
+    digits = len(str(steps))
+    sizes = {"phase": max(len("checkpoint"), len(f"pretrain {pretrain}/{pretrain}")), "count": 2 * digits + 1,
+             "eta": len("00:00:00 left"), "eval": len("eval -1234.5"), "sps": len("123456 steps/s"),
+             "bar": MIN_BAR, "episodes": len("ep ") + max(3, digits - 1), "losses": MIN_LOSSES, "env": len(env)}
+    shown: dict[str, int] = {}
+    for name in ROW_PRIORITY:
+        used = sum(shown.values()) + len(shown)  # a space before each field but the first
+        if used + sizes[name] <= width:
+            shown[name] = sizes[name]
+    room = width - sum(shown.values()) - (len(shown) - 1)
+    if "losses" in shown:  # room for whole cells, up to three losses; then the bar takes what is left
+        cells = min(3, (shown["losses"] + room + 1) // (LOSS_CELL + 1))
+        room -= cells * (LOSS_CELL + 1) - 1 - shown["losses"]
+        shown["losses"] = cells * (LOSS_CELL + 1) - 1
+    if "bar" in shown:
+        shown["bar"] = min(MAX_BAR, shown["bar"] + room)
+    return {name: shown[name] for name in ROW_ORDER if name in shown}
+
+
+def losses_text(losses: dict[str, float], width: int) -> str:
+    """As many of the losses as fit in width, each as 'name value' in a fixed-width cell."""
+    cells = [f"{LOSS_LABELS.get(k, k.split('/')[-1])} {number(v):<{NUMBER}}" for k, v in losses.items()]
+    text = ""
+    for cell in cells:
+        if len(text) + bool(text) + len(cell) > width:
+            break
+        text += (" " if text else "") + cell
+    return text
+
+
+def run_progress(env: str, steps: int, pretrain: int,
+                 console: Console | None = None) -> tuple[Progress, Callable[[Any], None]]:
+    """A progress row for one run, to enter while it trains, and the on_progress callback that moves it.
+
+    Each field has a fixed width chosen for the terminal at the start (row_widths): the row fits in it and
+    keeps its shape when losses appear."""
     # The rate is the recent one and the time left comes from the loop's cost model
     # (progress.CostModel): rich's own columns average over the whole run, prefill included.
-    width = len(f"pretrain {pretrain}/{pretrain}")
-    columns = [
-        TextColumn("[bold]{task.description}"), TextColumn(f"{{task.fields[phase]:<{width}}}"), BarColumn(),
-        MofNCompleteColumn(), TextColumn("ep {task.fields[episodes]}"), TextColumn("eval {task.fields[eval]}"),
-        TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[sps]} steps/s"),
-        TextColumn("{task.fields[eta]} left"),
-    ]
-    progress = Progress(*columns, console=err, transient=False)
-    task = progress.add_task(env, total=steps, phase="prefill", episodes=0, eval="-", losses="", sps="-", eta="-")
+    console = console or err
+    widths = row_widths(console.width, env, steps, pretrain)
+    columns = [BarColumn(bar_width=w) if name == "bar" else
+               TextColumn(f"{{task.fields[{name}]}}", style="bold" if name == "env" else "none", markup=False,
+                          table_column=Column(width=w, no_wrap=True)) for name, w in widths.items()]
+    progress = Progress(*columns, console=console, transient=False)
+    digits = len(str(steps))
+
+    def texts(p: Any) -> dict[str, str]:
+        last = "-" if p.last_eval is None else f"{p.last_eval:.1f}"
+        sps = "-" if p.phase == "pretrain" else f"{p.sps:.0f}"
+        return {"env": env, "phase": phase_text(p), "count": f"{p.step:>{digits}}/{steps}",
+                "episodes": f"ep {p.episodes}", "eval": f"eval {last if len(last) <= 7 else number(p.last_eval)}",
+                "losses": losses_text(p.losses, widths.get("losses", 0)), "sps": f"{sps:>6} steps/s",
+                "eta": f"{clock(p.eta):>8} left"}
+
+    first = texts(SimpleNamespace(step=0, episodes=0, last_eval=None, losses={}, phase="prefill", sps=0.0,
+                                  eta=None, pretrained=0, pretrain=pretrain))
+    task = progress.add_task(env, total=steps, **first)
 
     def show(p: Any) -> None:
-        losses = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in p.losses.items())
-        progress.update(task, completed=p.step, phase=phase_text(p), episodes=p.episodes,
-                        eval="-" if p.last_eval is None else f"{p.last_eval:.1f}", losses=losses,
-                        sps="-" if p.phase == "pretrain" else f"{p.sps:.0f}", eta=clock(p.eta))
+        progress.update(task, completed=p.step, **texts(p))
 
     return progress, show
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import io
 import json
 import os
 import re
@@ -13,9 +14,10 @@ from types import SimpleNamespace
 import pytest
 import typer
 from conftest import tiny
+from rich.console import Console
 from typer.testing import CliRunner
 
-from dreamercli import plotting, training
+from dreamercli import display, plotting, training
 from dreamercli.cli import app, with_settings
 from dreamercli.config import SETTINGS, VERSION, Config, from_preset, settings_table, to_dict, with_overrides
 from dreamercli.progress import Progress
@@ -129,6 +131,49 @@ def test_resume_takes_steps_draws_finished_curves_and_says_how_to_go_on(fake_tra
     assert fake_train.drawn == [run]  # an interrupted run's curves wait for the run that finishes it
     other = runner.invoke(app, ["train", "--resume", str(run), "--preset", "tiny"])
     assert other.exit_code == 2 and "remove --preset" in other.output
+
+
+def rendered_rows(width: int, reports: list[Progress], steps: int = 20_000, pretrain: int = 200) -> list[str]:
+    """The progress row as a terminal `width` columns wide shows it after each report."""
+    console = Console(file=io.StringIO(), width=width)
+    progress, show = display.run_progress("MountainCarContinuous-v0", steps, pretrain, console=console)
+    rows = []
+    for report in reports:
+        show(report)
+        screen = Console(file=io.StringIO(), width=width)
+        screen.print(progress.get_renderable())
+        rows.append(screen.file.getvalue().rstrip("\n"))
+    return rows
+
+
+LOSSES = {"wm/loss": 2.46, "ac/actor_loss": 0.516, "sac/q_loss": 41234.2}
+REPORTS = [Progress(100, 20_000, 0, None, {}, 12345.0, "prefill"),
+           Progress(250, 20_000, 1, None, {"wm/loss": 3.2}, 0.0, "pretrain", 37, 200),
+           Progress(1250, 20_000, 6, -1234.5, LOSSES, 95.0, "train", 200, 200, 15.0),
+           Progress(1500, 20_000, 7, -1234.5, LOSSES, 95.0, "eval", 200, 200, 11 * 3600.0),
+           Progress(1500, 20_000, 7, -250.0, LOSSES, 95.0, "checkpoint", 200, 200, 11 * 3600.0)]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_progress_row_fits_keeps_its_shape_and_cuts_nothing(width):
+    rows = rendered_rows(width, REPORTS)
+    assert all("\n" not in row and len(row) == width for row in rows), rows  # one line, the same width
+    assert "…" not in "".join(rows)
+    assert "1250/20000" in rows[2] and "pretrain 37/200" in rows[1] and "0:00:15 left" in rows[2]
+    assert "eval -1234.5" in rows[2] and "95 steps/s" in rows[2] and "11:00:00 left" in rows[3]
+    # each field starts where it started before the losses appeared
+    assert rows[0].index("/20000") == rows[2].index("/20000") and rows[0].index("left") == rows[2].index("left")
+    if width >= 120:
+        assert "wm 2.46" in rows[2] and "actor 0.516" in rows[2] and "ep 6" in rows[2]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_what_plot_and_compare_write_into_the_working_folder_is_ignored_by_git():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):
+        pytest.skip("not a git checkout")
+    for path in ("plot.png", "compare/compare.png"):  # `dreamer plot A B` and `dreamer compare` defaults
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path
 
 
 def test_help_shows_every_flag_with_its_help_and_default():

@@ -230,6 +230,89 @@ def _train_seeds(flags: dict[str, Any], config_file: Path | None, runs_dir: Path
         raise typer.Exit(code)
 
 
+SEARCH = "Search"
+
+
+@app.command(epilog="Score: the mean over a trial's evaluations of its eval return, 0 at random play and 1 at the "
+                    "env's threshold (capped), so learning sooner scores higher; with --threshold R, minus the env "
+                    "steps to the first evaluation at or above R. Each setting starts at its preset's value (then "
+                    "--config's); the search space varies its fields; a flag fixes one for every trial.")
+@with_settings
+def tune(
+    ctx: typer.Context,
+    *,
+    trials: Annotated[int, typer.Option(
+        help="Trials in the study in all, those of earlier commands included: a resumed study runs the rest.",
+        rich_help_panel=SEARCH)] = 20,
+    study: Annotated[str | None, typer.Option(
+        help="Study name: RUNS-DIR/STUDY holds study.journal, a run folder per trial (trial-N), best_config.json "
+             "and the plots. The same name again resumes the study.", show_default="tune-{env}-{algo}",
+        rich_help_panel=SEARCH)] = None,
+    space: Annotated[Path | None, typer.Option(
+        help='JSON of {"field": {"low": x, "high": y, "log": true} or {"choices": [...]}} over the default '
+             "search space (null drops a field).", show_default="the default space of the algo",
+        rich_help_panel=SEARCH)] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="JSON of config fields that every trial starts from; searched fields still vary.",
+        show_default="no file: the preset's values", rich_help_panel=SEARCH)] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Folder that holds the study folder.", rich_help_panel=SEARCH)
+                        ] = Path("runs"),
+    workers: Annotated[int, typer.Option(
+        help="Local processes that run trials at once, sharing the study.", rich_help_panel=SEARCH)] = 1,
+    storage: Annotated[str | None, typer.Option(
+        help="Optuna RDB storage URL (postgresql://..., mysql://..., sqlite:///study.db) instead of the journal "
+             "file, so that processes on several machines join one study.", show_default="RUNS-DIR/STUDY/"
+        "study.journal", rich_help_panel=SEARCH)] = None,
+    ray: Annotated[str | None, typer.Option(
+        help="Run trials as Ray tasks (one CPU each): alone, on RAY_ADDRESS or a new local Ray; with HEAD:6379, "
+             "on that cluster. Run folders come back here; the study needs --storage, or a file system that "
+             "every node sees at the same path for the journal. Needs the ray extra (pip install -e '.\\[ray]').",
+        show_default="none: --workers", rich_help_panel=SEARCH)] = None,
+    sampler_seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.", rich_help_panel=SEARCH)] = 0,
+    startup_trials: Annotated[int, typer.Option(
+        help="Random trials before TPE models the space.", rich_help_panel=SEARCH)] = 10,
+    prune_startup: Annotated[int, typer.Option(
+        help="Complete trials before the median pruner stops any.", rich_help_panel=SEARCH)] = 5,
+    prune_warmup: Annotated[int, typer.Option(
+        help="Env steps of a trial before it may be pruned.", rich_help_panel=SEARCH)] = 0,
+    prune_below: Annotated[float | None, typer.Option(
+        help="Also prune a trial whose running score (its normalised eval returns so far) is below this.",
+        show_default="none: the median rule alone", rich_help_panel=SEARCH)] = None,
+    **settings: Any,
+) -> None:
+    """Search settings with Optuna (TPE, median pruning at evaluations); each trial a run folder."""
+    from . import display, tune_trials
+    from . import tune as tuning
+
+    flags = {name: value for name, value in given(ctx).items() if name in cfg.SETTINGS}
+    try:
+        setup = tuning.prepare(flags, config, space, runs_dir, study, storage, trials, workers, ray,
+                               sampler_seed=sampler_seed, startup_trials=startup_trials, prune_startup=prune_startup,
+                               prune_warmup=prune_warmup, prune_below=prune_below)
+        setup, left = tuning.open_study(setup, trials)
+    except ValueError as err:
+        fail(str(err))
+    if left == 0:
+        display.note(f"study {setup.name} has {trials} trials already: a larger --trials runs more")
+    with display.tune_progress(setup.name) as show:
+        stopped, errors = tune_trials.run(setup, left, workers, ray, show)
+    rows = tuning.trial_rows(setup)
+    done = sum(r["state"] == "complete" for r in rows)
+    display.tune_table(rows, f"study {setup.name}: {done} complete of {len(rows)} trials, "
+                             f"{tuning.score_name(setup)}")
+    for path in tuning.write_outputs(setup, _warn):
+        typer.echo(str(path))
+    for error in errors:
+        _warn(f"a worker failed: {error}")
+    if stopped:
+        from .training import EXIT_CODES
+
+        display.note(f"dreamer: study {setup.name} stopped by {stopped}; the same command resumes it")
+        raise typer.Exit(EXIT_CODES[stopped])
+    if errors:
+        raise typer.Exit(1)
+
+
 @app.command()
 def plot(
     run: Annotated[list[Path], typer.Argument(help="Run folders (a shell glob such as runs/* works).")],

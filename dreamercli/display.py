@@ -296,3 +296,55 @@ def compare_tables(tables: dict[str, list[dict[str, Any]]], headers: Sequence[st
         for row in rows:
             table.add_row(*map(escape, cells(row)))
         console.print(table)
+
+# -- tune ------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tune_progress(study: str) -> Iterator[Callable[[tuple], None]]:
+    """A progress row per trial as it starts; yields the callback that takes tune's messages."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("eval {task.fields[eval]}"), TextColumn("{task.fields[status]}"),
+                        TimeElapsedColumn(), console=err)
+    rows: dict[int, Any] = {}
+
+    def row(n: int, total: int | None = None) -> Any:
+        if n not in rows:
+            rows[n] = progress.add_task(f"{study} trial {n}", total=total, eval="-", status="running")
+        return rows[n]
+
+    def show(message: tuple) -> None:
+        kind, n = message[0], message[1]
+        if kind == "start":
+            row(n, message[2])
+        elif kind == "progress":
+            progress.update(row(n), completed=message[2], eval="-" if message[3] is None else f"{message[3]:.1f}")
+        elif kind == "end":
+            _, _, state, score, step = message
+            colour = {"complete": "green", "pruned": "yellow"}.get(state, "red")
+            shown = f"[{colour}]{state}" + ("" if score is None else f" {score:.4g}")
+            progress.update(row(n), status=shown, **({} if step is None else {"completed": step}))
+
+    with progress:
+        yield show
+
+
+def tune_table(rows: list[dict[str, Any]], title: str) -> None:
+    """A study's trials on stdout (the best one bold, starred), then why any failed on stderr."""
+    table = Table(title=title)
+    for header in ("trial", "state", "score", "env steps"):
+        table.add_column(header, justify="left" if header == "state" else "right", no_wrap=True)
+    table.add_column("settings", overflow="fold")
+
+    def text(value: Any) -> str:
+        return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    for r in rows:
+        settings = " ".join(f"{k}={text(v)}" for k, v in r["params"].items())
+        table.add_row(("*" if r["best"] else "") + str(r["number"]), r["state"],
+                      "-" if r["score"] is None else f"{r['score']:.4g}", text(r["env_steps"]), settings,
+                      style="bold" if r["best"] else None)
+    out().print(table)
+    for r in rows:
+        if r["error"]:
+            err.print(f"trial {r['number']} failed: {r['error']}", style="red", markup=False, highlight=False)

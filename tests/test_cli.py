@@ -209,7 +209,7 @@ def option_rows(help_text: str) -> dict[str, str]:
     return rows
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "imagine", "plot", "compare"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "imagine", "plot", "compare", "tune"])
 def test_every_option_help_shows_its_default(command):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0

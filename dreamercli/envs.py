@@ -121,6 +121,40 @@ def spec_of(env: gym.Env) -> EnvSpec:
     )
 
 
+def check_observation(env_id: str, obs, spec: EnvSpec, where: str) -> None:
+    """EnvError naming the env, `where` and the value unless the observation is obs_dim finite numbers
+    (the networks would turn a NaN into a diverged run far from its cause)."""
+    try:
+        array = np.asarray(obs, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise EnvError(f"environment '{env_id}' returned an observation that is not numbers {where}: "
+                       f"{_short(obs)}") from None
+    if array.shape != (spec.obs_dim,):
+        raise EnvError(f"environment '{env_id}' returned an observation of shape {array.shape} {where}; its "
+                       f"observation space says ({spec.obs_dim},)")
+    if not np.all(np.isfinite(array)):
+        raise EnvError(f"environment '{env_id}' returned a non-finite observation {where}: {_short(obs)}")
+
+
+def checked_reward(env_id: str, reward, where: str) -> float:
+    """The env's reward as a float; EnvError naming the env, `where` and the value unless it is a finite number."""
+    try:
+        value = float(reward)
+    except (TypeError, ValueError):
+        raise EnvError(f"environment '{env_id}' returned a reward that is not a number {where}: "
+                       f"{_short(reward)}") from None
+    if not np.isfinite(value):
+        raise EnvError(f"environment '{env_id}' returned a non-finite reward {where}: {value}")
+    return value
+
+
+def _short(value) -> str:
+    """A value on one line, cut to 80 characters."""
+    text = " ".join(np.array2string(value, threshold=8).split()) if isinstance(value, np.ndarray) \
+        else " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def threshold_of(env_id: str, override: float | None = None) -> float | None:
     """The return that counts as solved: the override, the registered one, or a known fallback."""
     if override is not None:

@@ -4,6 +4,8 @@ import pytest
 
 from dreamercli.envs import (
     EnvError,
+    check_observation,
+    checked_reward,
     encode_action,
     make_env,
     random_action,
@@ -99,3 +101,30 @@ def test_thresholds():
     assert threshold_of("Pendulum-v1") == -200.0
     assert threshold_of("CartPole-v1", 100) == 100.0
     assert threshold_of("custom_env:Reach") is None
+
+
+def test_observations_and_rewards_that_cannot_be_learned_from_are_named():
+    spec = spec_of(make_env("CartPole-v1"))
+    check_observation("E", np.zeros(4, np.float64), spec, "at env step 3")  # any float dtype of the right shape
+    assert checked_reward("E", np.float32(1.5), "at env step 3") == 1.5
+    cases = [
+        (lambda: check_observation("E", np.array([0, np.nan, 0, 0]), spec, "at env step 3"),
+         "environment 'E' returned a non-finite observation at env step 3: [ 0. nan 0. 0.]"),
+        (lambda: check_observation("E", np.zeros((2, 2)), spec, "at env step 3"),
+         "environment 'E' returned an observation of shape (2, 2) at env step 3; its observation space says (4,)"),
+        (lambda: check_observation("E", {"x": 1}, spec, "at the first reset"),
+         "environment 'E' returned an observation that is not numbers at the first reset: {'x': 1}"),
+        (lambda: check_observation("E", np.full(4000, np.inf)[:4], spec, "at env step 9"),
+         "environment 'E' returned a non-finite observation at env step 9: [inf inf inf inf]"),
+        (lambda: checked_reward("E", float("-inf"), "at env step 3"),
+         "environment 'E' returned a non-finite reward at env step 3: -inf"),
+        (lambda: checked_reward("E", None, "at env step 3"),
+         "environment 'E' returned a reward that is not a number at env step 3: None"),
+    ]
+    for call, message in cases:
+        with pytest.raises(EnvError) as err:
+            call()
+        assert str(err.value) == message
+    with pytest.raises(EnvError) as err:  # a long value is cut, on one line
+        check_observation("E", np.full(400, np.nan), spec, "at env step 1")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 200

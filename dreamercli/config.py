@@ -34,6 +34,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Stops at an evaluation's mean return: a number, this word, or None.
+REGISTERED = "registered"
+TENSORBOARD_INSTALL = "pip install 'dreamercli[tensorboard]'"
+# Until the CLI reads bool and number-or-word settings, these two are set in a --config file.
+CLI_PENDING = "its flag comes with the CLI's bool and number-or-word options."
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is meant for the user."""
 
@@ -125,6 +132,11 @@ class TrainConfig:
                                      "env whose episodes never end would hang evaluation).", "> 0")
     device: str = setting("auto", "Where the networks run (auto: cuda when torch sees a GPU).", choices=DEVICES)
     threads: int = setting(1, "Torch CPU threads; small networks run fastest on one.", "> 0")
+    stop_at_return: float | str | None = setting(
+        None, "End the run at the first evaluation whose mean return reaches this (registered: the env's "
+              "registered reward_threshold, as threshold's default; none: run every step).", file_only=CLI_PENDING)
+    tensorboard: bool = setting(False, "Also write every metrics row, and the config, as TensorBoard event files "
+                                       "in RUN/tensorboard/ (needs the tensorboard extra).", file_only=CLI_PENDING)
 
 
 @dataclass(frozen=True)
@@ -264,7 +276,7 @@ def from_preset(name: str) -> Config:
 
 
 def build(flags: dict[str, Any], config_file: Path | None = None) -> Config:
-    """Preset, then the JSON file, then the flags, each over the last; validated.
+    """Preset, then the JSON file, then the flags, each over the last; validated, and refused if it cannot learn.
 
     The preset is the flags' preset, else the file's, else the default; a run's config.json
     works as the file (its metadata keys are skipped).
@@ -274,7 +286,7 @@ def build(flags: dict[str, Any], config_file: Path | None = None) -> Config:
     data = {k: v for k, v in data.items() if k not in META_KEYS}
     preset = flags.pop("preset", None) or data.get("preset", "default")
     data.pop("preset", None)
-    return validate(with_overrides(with_overrides(from_preset(preset), data), flags))
+    return check_learns(validate(with_overrides(with_overrides(from_preset(preset), data), flags)))
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -322,25 +334,46 @@ def _shown(value: Any) -> str:
 
 
 def _check_type(name: str, annotation: str, value: Any) -> None:
-    """Raise ConfigError unless value fits the field's annotation: str, int, float or float | None."""
-    kind, _, optional = annotation.partition(" | ")
-    if value is None and optional == "None":
+    """Raise ConfigError unless value fits the field's annotation: str, bool, int, float, float | None or
+    float | str | None."""
+    kinds = annotation.split(" | ")
+    if value is None and "None" in kinds:
         return
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {_shown(value)}")
+    if "str" in kinds and isinstance(value, str):
+        return
+    if kinds[0] == "str":
+        raise ConfigError(f"{name} must be a string, got {_shown(value)}")
+    if kinds[0] == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {_shown(value)}")
         return
     # bool is an int to Python, but `"steps": true` in a JSON file is a slip, not 1.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {_shown(value)}")
+        raise ConfigError(f"{name} must be {'an integer' if kinds[0] == 'int' else 'a number'}, got {_shown(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value}")
-    if kind == "int" and isinstance(value, float) and not value.is_integer():
+    if kinds[0] == "int" and isinstance(value, float) and not value.is_integer():
         raise ConfigError(f"{name} must be an integer, got {value!r}")
 
 
+def _stop_at_return(value: float | str | None) -> float | str | None:
+    """stop_at_return as a number, 'registered' or None (a flag gives numbers as text)."""
+    if not isinstance(value, str) or value == REGISTERED:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"stop_at_return must be a finite number or '{REGISTERED}', got {value!r}")
+    return number
+
+
 def validate(config: Config) -> Config:
-    """Check every field's type, then its declared check or choices; ConfigError names the first bad one."""
+    """Check every field's type, then its declared check or choices; ConfigError names the first bad one.
+
+    Returns the config with stop_at_return's number text (from a flag) read as a number.
+    """
     values = {s.name: getattr(getattr(config, s.section) if s.section else config, s.name)
               for s in SETTINGS.values()}
     for s in SETTINGS.values():
@@ -351,6 +384,34 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"unknown {s.name} '{value}' (choose from {', '.join(s.choices)})")
         if s.check and value is not None and not _bounds(s.check)(value):
             raise ConfigError(f"{s.name} must be {s.check}, got {value}")
+    stop = _stop_at_return(config.train.stop_at_return)
+    return config if stop == config.train.stop_at_return else with_overrides(config, {"stop_at_return": stop})
+
+
+def check_learns(config: Config) -> Config:
+    """ConfigError in one line for a run that would train nothing or cannot start; the config otherwise.
+
+    Kept apart from validate(), which also reads finished run folders: those must load whatever they were.
+    """
+    # Here, not at the top: config stays free of torch and gymnasium until a run is about to start.
+    from .agent import COMPOSITIONS  # the one table of what each algo is made of
+    from .envs import threshold_of
+
+    tr = config.train
+    if tr.steps <= tr.prefill:
+        raise ConfigError(f"steps {tr.steps} is not more than the prefill of {tr.prefill} random-action steps, so "
+                          f"nothing would learn: give --steps above {tr.prefill} or a smaller --prefill")
+    if COMPOSITIONS[config.algo].off_policy and config.learner.sac_ratio == 0:
+        raise ConfigError(f"sac_ratio 0 makes no update of {config.algo}'s off-policy learner, so its policy "
+                          "would not learn: give --sac-ratio above 0")
+    if tr.stop_at_return == REGISTERED and threshold_of(config.env) is None:
+        raise ConfigError(f"stop_at_return '{REGISTERED}': the env '{config.env}' registers no reward_threshold; "
+                          "give the return to stop at as a number")
+    if tr.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(f"tensorboard is on, but the tensorboard package is not installed: {TENSORBOARD_INSTALL}")
     return config
 
 

@@ -1,23 +1,27 @@
 """What the training loop reports while it runs, and an honest time-left estimate.
 
-The loop has three phases of very different speed: random-action prefill (tens of thousands
-of env steps per second), world-model pretraining (no env steps, a few seconds), and training
-(each env step costs the agent's updates per step: train_ratio world-model updates where there
-is a model, sac_ratio SAC updates where there is an off-policy learner). An average over the
-whole run mixes them, so the time left comes from a cost model instead: the remaining work of
-each kind times its measured recent cost. No rich here: the display lives in display.py.
+A run has phases of very different speed: random-action prefill (thousands of env steps per
+second), world-model pretraining (no env steps), training steps (each one's collection and all
+the updates it makes: world-model, imagination, branched rollouts, SAC, of very different
+costs), evaluations (whose episodes grow longer or shorter as the policy changes) and
+checkpoints. The time left is the remaining work of each phase times its measured cost, each
+measured in the unit the work is counted in: seconds per training env step (never per update,
+whose kinds mix), per pretraining update, per evaluation. No rich here: display.py draws it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
-PHASES = ("prefill", "pretrain", "train")
+PHASES = ("prefill", "pretrain", "train", "eval", "checkpoint")
+WINDOW = 0.5  # share of the training steps measured so far that the cost per step averages over
+MIN_WINDOW = 20  # ... and at least this many (a world-model update every 1 / train_ratio steps)
 
 
 @dataclass
 class Progress:
-    """What the loop reports after each env step and each pretraining update."""
+    """What the loop reports after each env step and pretraining update, and as it evaluates or checkpoints."""
 
     step: int
     total: int
@@ -29,6 +33,7 @@ class Progress:
     pretrained: int = 0  # world-model-only updates done so far, of pretrain
     pretrain: int = 0
     eta: float | None = None  # seconds left by CostModel; None until the costs it needs are measured
+    stopping: str | None = None  # the signal (SIGINT, SIGTERM) that asked the run to stop after this step
 
 
 class Ema:
@@ -47,38 +52,82 @@ class Ema:
         return None if self.n == 0 else self.raw / (1.0 - (1.0 - self.alpha) ** self.n)
 
 
+class RecentMean:
+    """Mean of the latest values, over a window that grows with their count: the latest `share` of them,
+    at least `least`. Costs that drift (a guard that opens, a growing replay) are followed, noise averaged."""
+
+    def __init__(self, share: float = WINDOW, least: int = MIN_WINDOW):
+        self.share, self.least = share, least
+        self.values: deque[float] = deque()
+        self.total, self.seen = 0.0, 0
+
+    def add(self, x: float) -> None:
+        self.values.append(x)
+        self.total += x
+        self.seen += 1
+        while len(self.values) > max(self.least, int(self.share * self.seen)):
+            self.total -= self.values.popleft()
+
+    @property
+    def value(self) -> float | None:
+        return self.total / len(self.values) if self.values else None
+
+
 class CostModel:
-    """Seconds left = remaining pretrain updates x their cost + remaining env steps x (step cost
-    + updates per step x update cost) + remaining evaluations x their cost, each cost a recent average.
+    """Seconds left = prefill steps x their cost + pretraining updates x theirs + training steps x the
+    recent seconds per training step + evaluations x the latest one's seconds + checkpoints x theirs.
 
     The loop passes in measured seconds (`add`) and the wall clock at the end of each env step
-    (`end_step`), so the estimate can be tested with hand-made timings.
+    (`end_step`); a step's duration leaves out the pretraining, evaluation and checkpoint inside
+    it, which are counted on their own. So the estimate can be tested with hand-made timings.
     """
 
-    def __init__(self, steps: int, prefill: int, pretrain: int, train_ratio: float, eval_every: int = 0,
-                 alpha: float = 0.05):
-        self.steps, self.prefill = steps, prefill
-        self.pretrain = pretrain if max(prefill, 1) <= steps else 0  # it runs at the prefill's last step
-        self.train_ratio, self.eval_every, self.alpha = train_ratio, eval_every, alpha
-        # alpha 0.05: about the last 20 items. Evaluations are few and grow longer as the
-        # policy improves: follow the latest.
-        self.costs = {"step": Ema(alpha), "pretrain": Ema(alpha), "update": Ema(alpha), "eval": Ema(0.5)}
+    def __init__(self, steps: int, prefill: int, pretrain: int, eval_every: int = 0, checkpoint_every: int = 0,
+                 episode_limit: int = 1000, alpha: float = 0.05):
+        self.steps, self.prefill, self.eval_every = steps, prefill, eval_every
+        self.first_train = max(prefill, 1)  # the first step that learns (after the pretraining, at the same step)
+        self.pretrain = pretrain if self.first_train <= steps else 0
+        self.checkpoint_every = checkpoint_every or eval_every
+        self.episode_limit, self.alpha = episode_limit, alpha
+        self.prefill_step = Ema(alpha)  # seconds per random-action env step
+        self.pretrain_update = Ema(alpha)  # seconds per world-model-only update
+        self.train_step = RecentMean()  # seconds per training env step, all its updates included
+        self.act = Ema(alpha)  # seconds to act and step the env once (collection alone)
+        self.eval: float | None = None  # the latest evaluation's seconds
+        self.checkpoint: float | None = None  # the latest checkpoint's seconds
         self.rate = Ema(alpha)  # wall-clock seconds per env step, for the rate shown
         self._last: float | None = None  # when the previous env step ended
-        self._excluded = 0.0  # pretrain seconds since then, which belong to no env step
+        self._excluded = 0.0  # pretraining, evaluation and checkpoint seconds since then
 
     def add(self, kind: str, seconds: float) -> None:
-        """One measured item: an env step's collection, a pretrain update, an update, an evaluation."""
-        self.costs[kind].add(seconds)
-        if kind == "pretrain":  # not part of any env step's duration
-            self._excluded += seconds
+        """One measured item: 'collect' (an env step's action and env.step), 'pretrain' (an update),
+        'eval' or 'checkpoint'. The last three belong to no env step's duration."""
+        if kind == "collect":
+            self.act.add(seconds)
+            return
+        if kind == "pretrain":
+            self.pretrain_update.add(seconds)
+        elif kind == "eval":
+            self.eval = seconds
+        elif kind == "checkpoint":
+            self.checkpoint = seconds
+        else:
+            raise ValueError(f"unknown cost kind {kind!r}")
+        self._excluded += seconds
 
     def end_step(self, step: int, now: float) -> None:
-        """Env step `step` ended at wall-clock `now`: feed its duration to the recent rate."""
-        if step == self.prefill + 1:  # policy steps are another kind: do not average with prefill
+        """Env step `step` ended at wall-clock `now`: its duration (less pretraining, evaluation and
+        checkpoint) is a prefill step's or a training step's cost, and feeds the recent rate."""
+        if step == self.first_train:  # policy steps are another kind: do not average with prefill
             self.rate = Ema(self.alpha)
         if self._last is not None:
-            self.rate.add(max(now - self._last - self._excluded, 1e-9))
+            seconds = max(now - self._last - self._excluded, 1e-9)
+            self.rate.add(seconds)
+            (self.train_step if step >= self.first_train else self.prefill_step).add(seconds)
+        self._last, self._excluded = now, 0.0
+
+    def restart_clock(self, now: float) -> None:
+        """Forget when the last step ended (a resumed run's first step has no predecessor)."""
         self._last, self._excluded = now, 0.0
 
     @property
@@ -87,23 +136,44 @@ class CostModel:
         seconds = self.rate.value
         return 0.0 if seconds is None else 1.0 / seconds
 
-    def evals_left(self, step: int) -> int:
-        """Evaluations after `step`: every eval_every steps, and always one at the end."""
-        periodic = (self.steps // self.eval_every - step // self.eval_every) if self.eval_every else 0
-        at_end = 0 if step >= self.steps or (self.eval_every and self.steps % self.eval_every == 0) else 1
+    def _due(self, every: int, step: int) -> bool:
+        return step == self.steps or (bool(every) and step % every == 0)
+
+    def _every_left(self, every: int, step: int) -> int:
+        """Events after `step`: every `every` steps, and always one at the end."""
+        periodic = (self.steps // every - step // every) if every else 0
+        at_end = 0 if step >= self.steps or (every and self.steps % every == 0) else 1
         return periodic + at_end
 
-    def seconds_left(self, step: int, pretrained: int) -> float | None:
-        """Time left after `step` env steps and `pretrained` pretrain updates; None while a cost
-        that remaining work needs has not been measured. Evaluations count once one was timed."""
-        work = {"pretrain": self.pretrain - pretrained,
-                "step": self.steps - step,
-                "update": self.train_ratio * (self.steps - max(step, self.prefill))}
+    def evals_left(self, step: int) -> int:
+        """Evaluations after `step`: every eval_every steps, and always one at the end."""
+        return self._every_left(self.eval_every, step)
+
+    def checkpoints_left(self, step: int) -> int:
+        """Checkpoints after `step`: every checkpoint_every (else eval_every) steps, and one at the end."""
+        return self._every_left(self.checkpoint_every, step)
+
+    def eval_seconds(self) -> float:
+        """What an evaluation costs: the latest one's seconds; before the first, its episodes in lockstep
+        take about episode_limit steps of one action and env step each (an upper bound); 0 while unknown."""
+        if self.eval is not None:
+            return self.eval
+        return self.episode_limit * (self.act.value or 0.0)
+
+    def seconds_left(self, step: int, pretrained: int, phase: str = "train") -> float | None:
+        """Time left after `step` env steps and `pretrained` pretraining updates (during `phase`); None
+        while a cost that the remaining work needs has not been measured."""
+        work = [(min(self.first_train - 1, self.steps) - step, self.prefill_step.value),
+                (max(self.pretrain - pretrained, 0) if step <= self.first_train else 0, self.pretrain_update.value),
+                (self.steps - max(step, self.first_train - 1) + (phase == "pretrain"), self.train_step.value)]
         left = 0.0
-        for kind, count in work.items():
+        for count, cost in work:
             if count > 0:
-                cost = self.costs[kind].value
                 if cost is None:
                     return None
                 left += count * cost
-        return left + self.evals_left(step) * (self.costs["eval"].value or 0.0)
+        # An evaluation or checkpoint under way at `step` is still to come, and so is a checkpoint after it.
+        evals = self.evals_left(step) + (phase == "eval")
+        checkpoints = self.checkpoints_left(step) + (phase in ("eval", "checkpoint")
+                                                      and self._due(self.checkpoint_every, step))
+        return left + evals * self.eval_seconds() + checkpoints * (self.checkpoint or 0.0)

@@ -20,11 +20,22 @@ from . import checkpoint, runs
 from .agent import Agent, resolve_device
 from .buffer import ReplayBuffer
 from .checkpoint import Diverged
-from .config import Config, to_dict, validate, with_overrides
-from .envs import EnvError, encode_action, make_env, spec_of, step_limit, threshold_of, to_env_action
+from .config import REGISTERED, Config, check_learns, to_dict, validate, with_overrides
+from .envs import (
+    EnvError,
+    check_observation,
+    checked_reward,
+    encode_action,
+    make_env,
+    spec_of,
+    step_limit,
+    threshold_of,
+    to_env_action,
+)
 from .evaluation import EVAL_SEED_OFFSET, evaluate_policy
 from .exploration import EpisodeNoise, random_action_from
 from .progress import CostModel, Progress
+from .tensorboard_log import TensorBoardLog
 
 MAX_SKIPS_IN_A_ROW = 50  # updates with NaN/inf in a row before a run is called diverged
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
@@ -53,6 +64,7 @@ class LoopState:
     episode_reset: dict[str, Any] | None = None
     episode_actions: list[Any] = field(default_factory=list)
     noise_seed: int = 0  # seed of the current episode's exploration noise (exploration.EpisodeNoise)
+    stopped: str | None = None  # why the run ended before its step total (stop_at_return reached)
 
 
 class Trainer:
@@ -61,6 +73,7 @@ class Trainer:
     def __init__(self, config: Config, run_dir: Path | None = None,
                  on_progress: Callable[[Progress], None] | None = None):
         tr = config.train
+        check_learns(config)
         self.config, self.tr, self.on_progress = config, tr, on_progress
         self.run_dir = None if run_dir is None else Path(run_dir)
         torch.set_num_threads(tr.threads)
@@ -70,13 +83,19 @@ class Trainer:
         self.spec = spec_of(self.env)
         self.noise = EpisodeNoise(self.spec.action_dim, tr.noise_exponent, step_limit(self.env) or tr.max_episode_steps)
         self.threshold = threshold_of(config.env, tr.threshold)
+        # 'registered' is resolved here, once; summary.json records the number.
+        stop_at = threshold_of(config.env) if tr.stop_at_return == REGISTERED else tr.stop_at_return
+        self.stop_at = None if stop_at is None else float(stop_at)
         self.agent = Agent(config, self.spec, resolve_device(tr.device))
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
         self.state = LoopState()
-        self.costs = CostModel(tr.steps, tr.prefill, self.agent.pretrain_updates(), self.agent.updates_per_step(),
-                               tr.eval_every)
+        self.costs = CostModel(tr.steps, tr.prefill, self.agent.pretrain_updates(), tr.eval_every, tr.checkpoint_every,
+                               step_limit(self.env) or tr.max_episode_steps)
         self.obs: np.ndarray | None = None
         self.signal: str | None = None
+        self.abandoned = False  # a signal stopped the pretraining: this step is not checkpointed
+        self.saved_step = 0  # the env step of the run folder's checkpoint
+        self.tensorboard: TensorBoardLog | None = None
         self.began = time.perf_counter()
         self.logged = (0, self.began)  # (step, clock) of the previous log row, for train/sps
         self.latest_losses: dict[str, float] = {}
@@ -93,6 +112,8 @@ class Trainer:
                 self._write_checkpoint(folder)
 
             runs.create_run_dir(self.run_dir, fill)
+            if self.tr.tensorboard:
+                self.tensorboard = TensorBoardLog(self.run_dir, self.config, self.seconds())
 
     def resume(self) -> None:
         """Restore the last checkpoint of run_dir, cut metrics back to it, replay the open episode."""
@@ -112,8 +133,12 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{path} has a damaged state: {err}") from None
         runs.truncate_metrics(self.run_dir, self.state.metrics_bytes)
         (self.run_dir / runs.SUMMARY_FILE).unlink(missing_ok=True)  # the run is open again
+        self.state.stopped = None  # resumed past a stop: on to the new total (the stop rule still holds)
         self.obs = self._replay_episode()
         self.logged = (self.state.step, self.began)
+        self.saved_step = self.state.step
+        if self.tr.tensorboard:
+            self.tensorboard = TensorBoardLog.rebuilt(self.run_dir, self.config, self.seconds())
 
     def buffers(self) -> dict[str, ReplayBuffer]:
         """The replay buffers by checkpoint name: the real one and the learners' own."""
@@ -127,17 +152,25 @@ class Trainer:
         self.noise.restart(st.noise_seed)
         if st.step == 0 and st.episode == 0:
             st.episode_reset = None
-            return self.env.reset(seed=self.tr.seed)[0]
+            return self._env_reset(seed=self.tr.seed)
         st.episode_reset = dict(self.env.unwrapped.np_random.bit_generator.state)
-        return self.env.reset()[0]
+        return self._env_reset()
+
+    def _env_reset(self, seed: int | None = None) -> np.ndarray:
+        """env.reset; an observation that cannot be learned from becomes one EnvError line."""
+        obs = self.env.reset(seed=seed)[0]
+        st = self.state
+        where = "at the first reset" if st.step == 0 and st.episode == 0 else f"at the reset after env step {st.step}"
+        check_observation(self.config.env, obs, self.spec, where)
+        return obs
 
     def _replay_episode(self) -> np.ndarray:
         """Bring a fresh env to where the checkpointed one was: same reset, same actions."""
         st = self.state
-        obs = self.env.reset(seed=self.tr.seed)[0]
+        obs = self._env_reset(seed=self.tr.seed)
         if st.episode_reset is not None:
             self.env.unwrapped.np_random.bit_generator.state = st.episode_reset
-            obs = self.env.reset()[0]
+            obs = self._env_reset()
         self.noise.restart(st.noise_seed, consumed=len(st.episode_actions))
         for action in st.episode_actions:
             obs = self._env_step(np.asarray(action, dtype=np.float32 if not self.spec.discrete else np.int64))[0]
@@ -146,20 +179,26 @@ class Trainer:
     # -- one env step ----------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Step until the configured total (or a signal); return the summary."""
+        """Step until the configured total, the return to stop at, or a signal; return the summary."""
         tr, st = self.tr, self.state
-        with _signals_to(self):
-            while st.step < tr.steps and self.signal is None:
-                st.step += 1
-                self.collect()
-                self.learn()
-                self.log_and_evaluate()
-                self.costs.end_step(st.step, time.perf_counter())
-                self.report("prefill" if st.step < tr.prefill else "train",
-                            tr.pretrain if st.step >= tr.prefill else 0)
-        if self.signal is not None and not self._checkpoint_due(st.step):
-            self.checkpoint()
-        return self.finish()
+        self.costs.restart_clock(time.perf_counter())
+        try:
+            with _signals_to(self):
+                while st.step < tr.steps and self.signal is None and st.stopped is None:
+                    st.step += 1
+                    self.collect()
+                    self.learn()
+                    if self.abandoned:
+                        break
+                    self.log_and_evaluate()
+                    self.costs.end_step(st.step, time.perf_counter())
+                    self.report("prefill" if st.step < tr.prefill else "train")
+            if self.signal is not None and not self.abandoned and not self._checkpoint_due(st.step):
+                self.checkpoint()
+            return self.finish()
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
 
     def collect(self) -> None:
         """One env step with a random (prefill) or policy action, stored in replay."""
@@ -179,27 +218,37 @@ class Trainer:
             st.finished.append(st.episode_return)
             st.episode, st.episode_return = st.episode + 1, 0.0
             self.obs = self._reset()
-        self.costs.add("step", time.perf_counter() - began)
+        self.costs.add("collect", time.perf_counter() - began)
 
     def _env_step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
-        """env.step with the agent's action; an env that raises becomes one EnvError line."""
+        """env.step with the agent's action; an env that raises, or returns what cannot be learned from (NaN,
+        inf, a wrong shape), becomes one EnvError line."""
         try:
             obs, reward, terminated, truncated, _ = self.env.step(to_env_action(self.spec, action))
         except Exception as err:
             raise EnvError(f"environment '{self.config.env}' raised at env step {self.state.step}: "
                            f"{type(err).__name__}: {err}") from None
-        return obs, float(reward), bool(terminated), bool(truncated)
+        where = f"at env step {self.state.step}"
+        check_observation(self.config.env, obs, self.spec, where)
+        return obs, checked_reward(self.config.env, reward, where), bool(terminated), bool(truncated)
 
     def learn(self) -> None:
-        """The agent's updates for this env step, each counted (NaN or inf ones survived) and timed."""
+        """The agent's updates for this env step, each counted (NaN or inf ones survived); pretraining timed.
+
+        A signal stops the pretraining between two updates: the step is abandoned, and the run
+        folder keeps its last checkpoint, from which a resume redoes the prefill's end.
+        """
         st, began = self.state, time.perf_counter()
         pretrained = 0
         for kind, metrics in self.agent.learn(self.buffer, st.step, self.rng):
-            self.costs.add(kind, time.perf_counter() - began)
             metrics = self._counted(metrics)
             if kind == "pretrain":
+                self.costs.add("pretrain", time.perf_counter() - began)
                 pretrained += 1
                 self.report("pretrain", pretrained, {"wm/loss": metrics["wm/loss"]} if metrics else {})
+                if self.signal is not None:
+                    self.abandoned = True
+                    return
             elif metrics is not None:
                 st.pending.append(metrics)
             began = time.perf_counter()
@@ -235,7 +284,9 @@ class Trainer:
             rows.append(self.evaluate())
         if self.run_dir is not None and rows:
             st.metrics_bytes = runs.append_metrics(self.run_dir, rows)
-        if self._checkpoint_due(st.step):
+            if self.tensorboard is not None:
+                self.tensorboard.write(rows)
+        if self._checkpoint_due(st.step) or st.stopped is not None:
             self.checkpoint()
 
     def _checkpoint_due(self, step: int) -> bool:
@@ -261,6 +312,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Deterministic episodes on separate envs; the row also says how long they took."""
+        self.report("eval")
         st, began = self.state, time.perf_counter()
         stats = evaluate_policy(self.agent, self.config.env, self.tr.eval_episodes,
                                 seed=self.tr.seed + EVAL_SEED_OFFSET, max_episode_steps=self.tr.max_episode_steps
@@ -272,44 +324,57 @@ class Trainer:
         st.best = st.last_eval if st.best is None else max(st.best, st.last_eval)
         if st.solved_at is None and self.threshold is not None and st.last_eval >= self.threshold:
             st.solved_at = st.step
+        if self.stop_at is not None and st.last_eval >= self.stop_at and st.step < self.tr.steps:
+            st.stopped = f"eval/return_mean {st.last_eval:.1f} >= {self.stop_at} at env step {st.step}"
         return {"step": st.step, "time": self.seconds(), **{f"eval/{k}": v for k, v in stats.items()}}
 
     def checkpoint(self) -> None:
         """weights.safetensors (for evaluate) and checkpoint.safetensors (for resume), atomically."""
         if self.run_dir is not None:
+            self.report("checkpoint")
             began = time.perf_counter()
             self._write_checkpoint(self.run_dir)
-            self.costs.add("eval", time.perf_counter() - began)
+            self.costs.add("checkpoint", time.perf_counter() - began)
 
     def _write_checkpoint(self, folder: Path) -> None:
         state = {**dataclasses.asdict(dataclasses.replace(self.state, elapsed=self.seconds())),
                  **self.agent.counters()}
         checkpoint.write(folder, self.agent, self.buffers(), self.rng, state, self.agent.state_tensors())
         runs.save_weights(folder, self.agent.weights())
+        self.saved_step = self.state.step
 
     def seconds(self, now: float | None = None) -> float:
         """Training seconds so far (at clock reading `now`), those of earlier (resumed) processes included."""
         return self.state.elapsed + (time.perf_counter() if now is None else now) - self.began
 
-    def report(self, phase: str, pretrained: int, losses: dict[str, float] | None = None) -> None:
-        """Tell on_progress where the loop is."""
+    def report(self, phase: str, pretrained: int | None = None, losses: dict[str, float] | None = None) -> None:
+        """Tell on_progress where the loop is (pretrained: the pretraining updates done, when under way)."""
         if self.on_progress is None:
             return
         st = self.state
+        if pretrained is None:  # the pretraining, if any, is done once the prefill's last step is
+            pretrained = self.tr.pretrain if st.step >= self.tr.prefill else 0
         self.on_progress(Progress(st.step, self.tr.steps, st.episode, st.last_eval,
                                   self.latest_losses if losses is None else losses,
                                   0.0 if phase == "pretrain" else self.costs.sps, phase, pretrained,
-                                  self.tr.pretrain, self.costs.seconds_left(st.step, pretrained)))
+                                  self.tr.pretrain, self.costs.seconds_left(st.step, pretrained, phase),
+                                  self.signal))
 
     def finish(self) -> dict[str, Any]:
         """Close the env; write summary.json; return the summary (curves.png is the caller's to draw)."""
         self.env.close()
         st = self.state
+        # A run whose pretraining a signal stopped goes on, when resumed, from its last checkpoint.
         summary = {"env": self.config.env, "algo": self.config.algo, "seed": self.tr.seed,
-                   "env_steps": st.step, "episodes": st.episode, "wall_seconds": self.seconds(),
+                   "env_steps": self.saved_step if self.abandoned else st.step, "episodes": st.episode,
+                   "wall_seconds": self.seconds(),
                    "final_eval": st.last_eval, "best_eval": st.best, "threshold": self.threshold,
                    "steps_to_threshold": st.solved_at, "updates": st.updates,
                    "skipped_updates": st.skipped_updates}
+        if self.stop_at is not None:
+            summary["stop_at_return"] = self.stop_at
+        if st.stopped is not None:
+            summary["stopped"] = st.stopped
         if self.signal is not None:
             summary["interrupted"] = self.signal
         if self.run_dir is not None:
@@ -353,9 +418,13 @@ def resume(run_dir: Path, steps: int | None = None,
     config, _ = runs.load_config(run_dir)
     if steps is not None and steps != config.train.steps:
         config = validate(with_overrides(config, {"steps": steps}))
-    done = int(checkpoint.read(run_dir).state.get("step", 0))  # checked before anything is changed
+    state = checkpoint.read(run_dir).state  # checked before anything is changed
+    done = int(state.get("step", 0))
     if done > config.train.steps:
         raise runs.RunError(f"{run_dir} is already at env step {done}, past --steps {steps}")
+    if done == config.train.steps or (state.get("stopped") and (steps is None or steps <= done)):
+        how = f"({state['stopped']})" if state.get("stopped") else f"at {done} of {done} env steps"
+        raise runs.RunError(f"{run_dir} already finished {how}; give --steps M (more than {done}) to go on")
     trainer = Trainer(config, run_dir, on_progress)
     trainer.resume()
     if steps is not None:  # so that a second resume aims for the same total

@@ -60,6 +60,17 @@ CASES = {
     "train seeds and seed": (["train", "--seeds", "0", "1", "--seed", "2"], None),
     "train seeds garbage": (["train", "--seeds", "a-b"], None),
     "train workers 0": (["train", "--seeds", "0", "1", "--workers", "0"], None),
+    # -- train: runs that cannot learn -------------------------------------------------------------
+    "train sac-ratio 0": (["train", "--sac-ratio", "0"], None),
+    "train mbpo sac-ratio 0": (["train", "--algo", "mbpo", "--sac-ratio", "0"], None),
+    "train steps within the prefill": (["train", "--steps", "100"], None),
+    "train seeds steps within the prefill": (["train", "--seeds", "0", "1", "--steps", "250"], None),
+    "train stop-at-return word": (["train"], lambda root, run, other: [
+        "--config", str(write(root / "c.json", '{"stop_at_return": "soon"}'))]),
+    "train stop-at-return registered without one": (["train", "--env", "custom_env:Reach"], lambda root, run, other: [
+        "--config", str(write(root / "c.json", '{"stop_at_return": "registered"}'))]),
+    "train tensorboard not a bool": (["train"], lambda root, run, other: [
+        "--config", str(write(root / "c.json", '{"tensorboard": "yes"}'))]),
     # -- train: files and folders ----------------------------------------------------------------
     "train config missing": (["train"], lambda root, run, other: ["--config", str(root / "nope.json")]),
     "train config is a folder": (["train"], lambda root, run, other: ["--config", str(run)]),
@@ -84,6 +95,8 @@ CASES = {
     "resume other env": (["train"], lambda root, run, other: ["--resume", str(run), "--env", "Pendulum-v1"]),
     "resume negative steps": (["train"], lambda root, run, other: ["--resume", str(run), "--steps", "-5"]),
     "resume fewer steps than done": (["train"], lambda root, run, other: ["--resume", str(run), "--steps", "10"]),
+    "resume a finished run": (["train"], lambda root, run, other: ["--resume", str(run)]),
+    "resume finished to its total": (["train", "--steps", "300"], lambda root, run, other: ["--resume", str(run)]),
     "resume truncated checkpoint": (["train"], lambda root, run, other: [
         "--resume", str(run)] if (run / runs.CHECKPOINT_FILE).write_bytes(
             (run / runs.CHECKPOINT_FILE).read_bytes()[:300]) else []),

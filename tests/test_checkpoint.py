@@ -1,7 +1,10 @@
 """Checkpoints and resume: an interrupted run, resumed, is the uninterrupted one; NaN guards."""
 
 import json
+import os
 import shutil
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from conftest import tiny
 from dreamercli import checkpoint, runs
 from dreamercli.buffer import ReplayBuffer
 from dreamercli.optim import FlatAdam
-from dreamercli.training import LoopState, resume, train
+from dreamercli.training import LoopState, Trainer, resume, train
 
 TIMING = {"time", "train/sps", "eval/seconds"}
 
@@ -122,12 +125,27 @@ def test_flat_adam_skips_a_non_finite_gradient_and_restores_its_state():
     assert torch.equal(twin.state["exp_avg"], opt.state["exp_avg"]) and twin.state["step"] == 1
 
 
+def nan_updates(trainer, steps):
+    """Make the world model's loss NaN during the given env steps: each of those updates is skipped."""
+    loss = trainer.agent.world_model.loss
+
+    def poisoned(*batch):
+        losses, metrics, post = loss(*batch)
+        if trainer.state.step in steps:
+            losses = {k: v * float("nan") for k, v in losses.items()}
+        return losses, metrics, post
+
+    trainer.agent.world_model.loss = poisoned
+
+
 def test_nan_updates_are_skipped_counted_and_warned_once(tmp_path):
-    config = tiny("faulty_envs:NanReward")
+    trainer = Trainer(tiny("CartPole-v1"), tmp_path / "run")
+    nan_updates(trainer, range(150, 170))
+    trainer.start()
     with pytest.warns(RuntimeWarning, match="skipped") as caught:
-        agent, summary = train(config, tmp_path / "run")
+        summary = trainer.run()
     assert len([w for w in caught if "skipped" in str(w.message)]) == 1
-    assert summary["skipped_updates"] > 0 and agent.finite()
+    assert summary["skipped_updates"] == 5 and trainer.agent.finite()  # train ratio 0.25: 5 in 20 steps
     rows = list(runs.read_metrics(tmp_path / "run"))
     assert rows[-2]["train/skipped_updates"] == summary["skipped_updates"]
     # no NaN (written as null) reached a loss: skipped updates leave no metrics
@@ -135,9 +153,77 @@ def test_nan_updates_are_skipped_counted_and_warned_once(tmp_path):
 
 
 def test_repeated_nan_updates_stop_the_run_with_finite_weights_on_disk(tmp_path):
-    config = tiny("faulty_envs:NanObsAfter", steps=1000, train_ratio=1.0)
+    trainer = Trainer(tiny("CartPole-v1", steps=1000, train_ratio=1.0), tmp_path / "run")
+    nan_updates(trainer, range(120, 1001))
+    trainer.start()
     with pytest.warns(RuntimeWarning), pytest.raises(checkpoint.Diverged, match="in a row"):
-        train(config, tmp_path / "run")
+        trainer.run()
     weights = runs.load_weights(tmp_path / "run")
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
     assert checkpoint.read(tmp_path / "run").state["step"] > 0
+
+
+def test_a_signal_during_pretraining_stops_it_between_two_updates(cartpole_run, tmp_path):
+    run = tmp_path / "run"
+    trainer = Trainer(tiny("CartPole-v1"), run)  # prefill 100, pretrain 20, the first checkpoint at 150
+    seen = []
+
+    def on_progress(p):
+        seen.append((p.phase, p.pretrained, p.stopping))
+        if p.phase == "pretrain" and p.pretrained == 5:
+            trainer.signal = "SIGINT"  # what the handler does on the first Ctrl-C
+
+    trainer.on_progress = on_progress
+    trainer.start()
+    summary = trainer.run()
+    assert seen[-1] == ("pretrain", 5, None) and seen[-2] == ("pretrain", 4, None)  # no sixth update
+    assert summary["interrupted"] == "SIGINT" and summary["env_steps"] == 0  # where a resume goes on from
+    assert checkpoint.read(run).state["step"] == 0  # a half-pretrained model is never saved
+    trainer = resume(run)
+    trainer.run()
+    assert rows_without_timings(run) == rows_without_timings(cartpole_run)
+
+
+def test_a_pending_stop_is_reported_until_the_run_stops(tmp_path):
+    seen = []
+    trainer = Trainer(tiny("CartPole-v1"), tmp_path / "run")
+
+    def on_progress(p):
+        seen.append((p.step, p.phase, p.stopping))
+        if p.step == 120:
+            trainer.signal = "SIGTERM"
+
+    trainer.on_progress = on_progress
+    trainer.start()
+    assert trainer.run()["interrupted"] == "SIGTERM"
+    assert seen[-2:] == [(120, "train", None), (120, "checkpoint", "SIGTERM")]  # the checkpoint is reported too
+    assert checkpoint.read(tmp_path / "run").state["step"] == 120
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signal handlers are set in the main thread only")
+def test_a_second_signal_during_pretraining_stops_at_once(tmp_path):
+    pretrained = []
+
+    def on_progress(p):
+        if p.phase == "pretrain":
+            pretrained.append(p.pretrained)
+            if p.pretrained == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny("CartPole-v1", pretrain=200), tmp_path / "run", on_progress=on_progress)
+    assert pretrained == [1, 2, 3]
+
+
+def test_resuming_a_finished_run_changes_nothing(cartpole_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cartpole_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(runs.RunError, match=r"already finished at 300 of 300 env steps; give --steps M "
+                                            r"\(more than 300\) to go on$"):
+        resume(run)
+    with pytest.raises(runs.RunError, match="already finished"):
+        resume(run, steps=300)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -106,12 +106,18 @@ def losses_text(losses: dict[str, float], width: int) -> str:
     return text
 
 
+def stop_pending(signal_name: str) -> str:
+    """What a first Ctrl-C (or SIGTERM) does, and how to stop at once."""
+    again = "press Ctrl-C again" if signal_name == "SIGINT" else f"send {signal_name} again"
+    return f"dreamer: stopping after this env step, with a checkpoint to resume from; {again} to stop now"
+
+
 def run_progress(env: str, steps: int, pretrain: int,
                  console: Console | None = None) -> tuple[Progress, Callable[[Any], None]]:
     """A progress row for one run, to enter while it trains, and the on_progress callback that moves it.
 
     Each field has a fixed width chosen for the terminal at the start (row_widths): the row fits in it and
-    keeps its shape when losses appear."""
+    keeps its shape when losses appear. A first signal is announced once, above the row."""
     # The rate is the recent one and the time left comes from the loop's cost model
     # (progress.CostModel): rich's own columns average over the whole run, prefill included.
     console = console or err
@@ -121,6 +127,7 @@ def run_progress(env: str, steps: int, pretrain: int,
                           table_column=Column(width=w, no_wrap=True)) for name, w in widths.items()]
     progress = Progress(*columns, console=console, transient=False)
     digits = len(str(steps))
+    told: list[str] = []
 
     def texts(p: Any) -> dict[str, str]:
         last = "-" if p.last_eval is None else f"{p.last_eval:.1f}"
@@ -135,6 +142,10 @@ def run_progress(env: str, steps: int, pretrain: int,
     task = progress.add_task(env, total=steps, **first)
 
     def show(p: Any) -> None:
+        if p.stopping and not told:
+            told.append(p.stopping)
+            progress.console.print(stop_pending(p.stopping), style="yellow", markup=False, highlight=False,
+                                   soft_wrap=True)
         progress.update(task, completed=p.step, **texts(p))
 
     return progress, show
@@ -296,6 +307,7 @@ def compare_tables(tables: dict[str, list[dict[str, Any]]], headers: Sequence[st
         for row in rows:
             table.add_row(*map(escape, cells(row)))
         console.print(table)
+
 
 # -- tune ------------------------------------------------------------------------------------------
 

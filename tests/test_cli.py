@@ -167,6 +167,21 @@ def test_the_progress_row_fits_keeps_its_shape_and_cuts_nothing(width):
         assert "wm 2.46" in rows[2] and "actor 0.516" in rows[2] and "ep 6" in rows[2]
 
 
+def test_the_first_signal_says_a_stop_is_pending(monkeypatch, tmp_path):
+    def train(config, run_dir=None, on_progress=None):
+        for stopping in (None, "SIGINT", "SIGINT"):
+            on_progress(Progress(5, config.train.steps, 0, None, {}, 10.0, "prefill", stopping=stopping))
+        return None, {"env": config.env, "env_steps": 5, "interrupted": "SIGINT"}
+
+    monkeypatch.setattr(training, "train", train)
+    result = runner.invoke(app, ["train", "--runs-dir", str(tmp_path), "--name", "r"])
+    assert result.exit_code == 130
+    text = " ".join(result.output.split())
+    assert text.count("dreamer: stopping after this env step, with a checkpoint to resume from; press Ctrl-C "
+                      "again to stop now") == 1
+    assert display.stop_pending("SIGTERM").endswith("send SIGTERM again to stop now")
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_what_plot_and_compare_write_into_the_working_folder_is_ignored_by_git():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

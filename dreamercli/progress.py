@@ -15,8 +15,11 @@ from collections import deque
 from dataclasses import dataclass
 
 PHASES = ("prefill", "pretrain", "train", "eval", "checkpoint")
-WINDOW = 0.5  # share of the training steps measured so far that the cost per step averages over
-MIN_WINDOW = 20  # ... and at least this many (a world-model update every 1 / train_ratio steps)
+# The cost of a training step is the mean over the latest three quarters of those measured (at least 50):
+# it follows a cost that changes (a trust guard that opens) and averages out a busy machine's noise.
+WINDOW = 0.75
+MIN_WINDOW = 50
+READY = 10  # training steps measured before their cost is trusted (the first ones warm up)
 
 
 @dataclass
@@ -54,10 +57,10 @@ class Ema:
 
 class RecentMean:
     """Mean of the latest values, over a window that grows with their count: the latest `share` of them,
-    at least `least`. Costs that drift (a guard that opens, a growing replay) are followed, noise averaged."""
+    at least `least`; unknown (None) until `ready` values were seen."""
 
-    def __init__(self, share: float = WINDOW, least: int = MIN_WINDOW):
-        self.share, self.least = share, least
+    def __init__(self, share: float = WINDOW, least: int = MIN_WINDOW, ready: int = READY):
+        self.share, self.least, self.ready = share, least, ready
         self.values: deque[float] = deque()
         self.total, self.seen = 0.0, 0
 
@@ -70,7 +73,7 @@ class RecentMean:
 
     @property
     def value(self) -> float | None:
-        return self.total / len(self.values) if self.values else None
+        return self.total / len(self.values) if self.seen >= max(self.ready, 1) else None
 
 
 class CostModel:

@@ -32,13 +32,15 @@ def test_time_left_from_measured_costs():
     assert costs.seconds_left(10, 1, "pretrain") is None  # a learning step's cost is still unknown
     for _ in range(4):
         costs.add("pretrain", 0.02)
-    now = steps(costs, 10, 10, 0.04, now + 5 * 0.02)  # the pretraining's seconds are not step 10's
-    # 90 training steps at 0.04; no evaluation or checkpoint timed yet, nor an action (see below)
-    assert costs.seconds_left(10, 5) == pytest.approx(90 * 0.04)
-    assert costs.seconds_left(9, 0) == pytest.approx(5 * 0.02 + 91 * 0.04)  # from the prefill's last but one
+    now = steps(costs, 10, 18, 0.04, now + 5 * 0.02)  # the pretraining's seconds are not step 10's
+    assert costs.seconds_left(18, 5) is None  # 9 learning steps: the first ones, which warm up, are not enough
+    now = steps(costs, 19, 19, 0.04, now)
+    # 81 training steps at 0.04; no evaluation or checkpoint timed yet, nor an action (see below)
+    assert costs.seconds_left(19, 5) == pytest.approx(81 * 0.04)
+    assert costs.seconds_left(9, 0) == pytest.approx(5 * 0.02 + 91 * 0.04)  # as from the prefill's last but one
     costs.add("eval", 0.5)
     costs.add("checkpoint", 0.1)
-    now = steps(costs, 11, 60, 0.04, now + 0.6)  # an evaluation and a checkpoint inside step 11: no step's cost
+    now = steps(costs, 20, 60, 0.04, now + 0.6)  # an evaluation and a checkpoint inside step 20: no step's cost
     assert costs.train_step.value == pytest.approx(0.04)
     assert costs.seconds_left(60, 5) == pytest.approx(40 * 0.04 + 0.5 + 0.1)  # evaluated and saved at 100
     assert costs.seconds_left(100, 5, "eval") == pytest.approx(0.5 + 0.1)  # the last ones, under way
@@ -61,12 +63,12 @@ def test_recent_steps_outweigh_old_ones_but_noise_is_averaged():
     costs = CostModel(steps=1000, prefill=0, pretrain=0)
     costs.restart_clock(0.0)
     now = steps(costs, 1, 100, 0.01, 0.0)
-    now = steps(costs, 101, 200, 0.03, now)  # steps got slower (a guard that opened): the latest half counts
-    assert costs.seconds_left(200, 0) == pytest.approx(800 * 0.03)
-    for step in range(201, 401):  # a slow step among fast ones moves the estimate by its share alone
-        now += 0.3 if step == 300 else 0.03
+    now = steps(costs, 101, 400, 0.03, now)  # steps got slower (a guard that opened): the latest 3/4 count
+    assert costs.seconds_left(400, 0) == pytest.approx(600 * 0.03)
+    for step in range(401, 601):  # a slow step among fast ones moves the estimate by its share alone
+        now += 0.3 if step == 500 else 0.03
         costs.end_step(step, now)
-    assert costs.seconds_left(400, 0) == pytest.approx(600 * (0.03 + 0.27 / 200))
+    assert costs.seconds_left(600, 0) == pytest.approx(400 * (0.03 + 0.27 / 450))
 
 
 def test_evaluations_cost_the_latest_one_or_at_first_an_episode_limit_of_actions():

@@ -76,8 +76,8 @@ def test_progress_covers_every_phase_and_times_left_only_once_measured(tmp_path)
     pretrain = [p for p in reports if p.phase == "pretrain"]
     assert [p.pretrained for p in pretrain] == list(range(1, 21))  # the display moves during pretraining
     assert all(p.step == 100 and p.pretrain == 20 and "wm/loss" in p.losses for p in pretrain)
-    # No time left before a learning step was timed: the prefill's last, at 100.
-    assert [p.step for p in reports if p.eta is not None and p.phase == "train"] == list(range(100, 301))
+    # No time left before ten learning steps were timed, from the prefill's last, at 100.
+    assert [p.step for p in reports if p.eta is not None and p.phase == "train"] == list(range(109, 301))
     assert all(p.eta > 0 for p in reports[:-1] if p.eta is not None) and reports[-1].eta == 0
     # The rate shown is measured (its reset when learning starts: test_progress, with a fixed clock).
     assert all(p.sps > 0 for p in reports[1:] if p.phase != "pretrain")

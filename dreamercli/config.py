@@ -34,8 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Stops at an evaluation's mean return: a number, this word, or None.
-REGISTERED = "registered"
+REGISTERED = "registered"  # stop_at_return's word for the env's reward_threshold (else a number, or None)
 TENSORBOARD_INSTALL = "pip install 'dreamercli[tensorboard]'"
 # Until the CLI reads bool and number-or-word settings, these two are set in a --config file.
 CLI_PENDING = "its flag comes with the CLI's bool and number-or-word options."

@@ -25,7 +25,10 @@ PANELS = {"world_model": "World model", "actor_critic": "Actor-critic (imaginati
           "learner": "Off-policy learner and model-trust guard (model-free, mbpo, hybrid)"}
 MAIN = ("env", "algo", "preset", "steps", "seed", "device")
 SEEDS = "Several seeds"
-TYPES = {"int": int, "float": float, "str": str, "float | None": float | None}
+# A setting's annotation -> the type its flag parses; a number-or-word setting (stop_at_return) takes the
+# text as given, and validation reads it as a number unless it is the setting's word.
+TYPES = {"int": int, "float": float, "str": str, "bool": bool, "float | None": float | None,
+         "float | str | None": str | None}
 
 
 def choices(name: str, values: tuple[str, ...]) -> type[Enum]:

@@ -36,8 +36,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 REGISTERED = "registered"  # stop_at_return's word for the env's reward_threshold (else a number, or None)
 TENSORBOARD_INSTALL = "pip install 'dreamercli[tensorboard]'"
-# Until the CLI reads bool and number-or-word settings, these two are set in a --config file.
-CLI_PENDING = "its flag comes with the CLI's bool and number-or-word options."
 
 
 class ConfigError(ValueError):
@@ -133,9 +131,9 @@ class TrainConfig:
     threads: int = setting(1, "Torch CPU threads; small networks run fastest on one.", "> 0")
     stop_at_return: float | str | None = setting(
         None, "End the run at the first evaluation whose mean return reaches this (registered: the env's "
-              "registered reward_threshold, as threshold's default; none: run every step).", file_only=CLI_PENDING)
+              "registered reward_threshold, as threshold's default; none: run every step).")
     tensorboard: bool = setting(False, "Also write every metrics row, and the config, as TensorBoard event files "
-                                       "in RUN/tensorboard/ (needs the tensorboard extra).", file_only=CLI_PENDING)
+                                       "in RUN/tensorboard/ (needs the tensorboard extra).")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,18 @@ def other_value(name: str):
         return next(c for c in s.choices if c != s.default)
     if s.kind == "int":
         return s.default + 1
+    if s.kind == "bool":
+        return not s.default
+    if name == "stop_at_return":
+        return 150.0  # given as text, read as a number
     return 1.5 if s.default is None else s.default / 2 if s.default else 0.5
+
+
+def words(name: str, value) -> list[str]:
+    """The command-line words that give a setting this value (a bool is a bare --flag or --no-flag)."""
+    if isinstance(value, bool):
+        return [flag(name) if value else "--no-" + flag(name)[2:]]
+    return [flag(name), str(value)]
 
 
 @pytest.fixture
@@ -64,7 +75,7 @@ def fake_train(monkeypatch):
 
 def test_every_setting_flag_reaches_its_config_field(fake_train, tmp_path):
     wanted = {name: other_value(name) for name, s in SETTINGS.items() if not s.file_only}
-    args = [word for name, value in wanted.items() for word in (flag(name), str(value))]
+    args = [word for name, value in wanted.items() for word in words(name, value)]
     result = runner.invoke(app, ["train", *args, "--runs-dir", str(tmp_path), "--name", "r"])
     assert result.exit_code == 0, result.output
     [(config, run_dir)] = fake_train.calls
@@ -199,7 +210,9 @@ def test_help_shows_every_flag_with_its_help_and_default():
     for name, s in flagged.items():
         assert flag(name) in text, name
         assert s.help in text, name
-        if s.default is not None:
+        if isinstance(s.default, bool):
+            assert f"[default: {'' if s.default else 'no-'}{flag(name)[2:]}]" in text, name
+        elif s.default is not None:
             assert f"[default: {s.default}]" in text, name
     for name in OWN_OPTIONS:
         assert flag(name) in text, name

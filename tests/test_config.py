@@ -131,7 +131,9 @@ def test_load_json_errors_are_user_errors(tmp_path):
 
 def test_every_setting_is_declared_with_help_and_a_check_or_a_reason_for_none():
     unchecked = {name for name, s in SETTINGS.items() if not (s.check or s.choices)}
-    assert unchecked == {"env", "threshold"}  # any string names an env; a threshold may be any number or none
+    # Any string names an env; a threshold may be any number or none; stop_at_return a number, its word or
+    # none (its own check reads it); a bool is checked by its type alone.
+    assert unchecked == {"env", "threshold", "stop_at_return", "tensorboard"}
     for name, s in SETTINGS.items():
         assert s.help.endswith(".") and "[" not in s.help, name  # rich would read [...] as markup
     assert field_names() == {name: s.section for name, s in SETTINGS.items()}
@@ -172,11 +174,11 @@ def test_checks_come_from_the_declarations(field, value, message):
 
 def test_build_layers_preset_then_file_then_flags(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"preset": "tiny", "horizon": 3, "discount": 0.9, "train": {"steps": 100},
+    path.write_text(json.dumps({"preset": "tiny", "horizon": 3, "discount": 0.9, "train": {"steps": 400},
                                 "schema_version": 2, "label": "x"}))
     built = build({"discount": 0.95}, path)
     assert built.preset == "tiny" and built.world_model.latent_dim == 8  # the file's preset, under the file
-    assert built.actor_critic.horizon == 3 and built.train.steps == 100  # the file over the preset
+    assert built.actor_critic.horizon == 3 and built.train.steps == 400  # the file over the preset
     assert built.actor_critic.discount == 0.95  # the flag over the file
     assert build({"preset": "default"}, path).world_model.latent_dim == 64  # a preset flag wins over the file's
     assert build({}) == Config()

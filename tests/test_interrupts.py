@@ -58,8 +58,12 @@ def kill_and_recover(tmp_path: Path, moment: float) -> None:
     runs.load_config(run)
     result = runner.invoke(app, ["evaluate", str(run), "--episodes", "2"])
     assert result.exit_code == 0, result.output
+    finished = (run / runs.SUMMARY_FILE).is_file()  # the run ended before the kill: nothing to resume
     result = runner.invoke(app, ["train", "--resume", str(run)])
-    assert result.exit_code == 0, result.output
+    if finished:
+        assert result.exit_code == 2 and "already finished at 300 of 300 env steps" in result.output, result.output
+    else:
+        assert result.exit_code == 0, result.output
     summary = json.loads((run / runs.SUMMARY_FILE).read_text())
     assert summary["env_steps"] == 300 and "interrupted" not in summary
     assert not temp_files(tmp_path), temp_files(tmp_path)

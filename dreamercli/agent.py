@@ -168,11 +168,6 @@ class Agent(nn.Module):
         if self.off_policy is not None and step >= self.config.train.prefill:
             yield from self.off_policy.learn(replay, rng)
 
-    def updates_per_step(self) -> float:
-        """Updates learn() makes per env step past the prefill, on average (for the time-left estimate)."""
-        tr, ln = self.config.train, self.config.learner
-        return (tr.train_ratio if self.parts.world_model else 0.0) + (ln.sac_ratio if self.parts.off_policy else 0.0)
-
     def pretrain_updates(self) -> int:
         """World-model-only updates learn() makes at the prefill's last env step."""
         return self.config.train.pretrain if self.parts.world_model else 0

@@ -153,8 +153,9 @@ def _prepare(flags: dict[str, Any], config_file: Path | None, runs_dir: Path, na
     from . import runs
     from .agent import resolve_device
     from .envs import make_env
+    from .training import check_learns
 
-    config = cfg.build(flags, config_file)
+    config = check_learns(cfg.build(flags, config_file))
     resolve_device(config.train.device)
     # Unknown ids, env constructors that fail and unsupported spaces are all refused here.
     make_env(config.env, max_episode_steps=config.train.max_episode_steps).close()

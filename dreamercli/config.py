@@ -283,7 +283,7 @@ def build(flags: dict[str, Any], config_file: Path | None = None) -> Config:
     data = {k: v for k, v in data.items() if k not in META_KEYS}
     preset = flags.pop("preset", None) or data.get("preset", "default")
     data.pop("preset", None)
-    return check_learns(validate(with_overrides(with_overrides(from_preset(preset), data), flags)))
+    return validate(with_overrides(with_overrides(from_preset(preset), data), flags))
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -383,33 +383,6 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{s.name} must be {s.check}, got {value}")
     stop = _stop_at_return(config.train.stop_at_return)
     return config if stop == config.train.stop_at_return else with_overrides(config, {"stop_at_return": stop})
-
-
-def check_learns(config: Config) -> Config:
-    """ConfigError in one line for a run that would train nothing or cannot start; the config otherwise.
-
-    Kept apart from validate(), which also reads finished run folders: those must load whatever they were.
-    """
-    # Here, not at the top: config stays free of torch and gymnasium until a run is about to start.
-    from .agent import COMPOSITIONS  # the one table of what each algo is made of
-    from .envs import threshold_of
-
-    tr = config.train
-    if tr.steps <= tr.prefill:
-        raise ConfigError(f"steps {tr.steps} is not more than the prefill of {tr.prefill} random-action steps, so "
-                          f"nothing would learn: give --steps above {tr.prefill} or a smaller --prefill")
-    if COMPOSITIONS[config.algo].off_policy and config.learner.sac_ratio == 0:
-        raise ConfigError(f"sac_ratio 0 makes no update of {config.algo}'s off-policy learner, so its policy "
-                          "would not learn: give --sac-ratio above 0")
-    if tr.stop_at_return == REGISTERED and threshold_of(config.env) is None:
-        raise ConfigError(f"stop_at_return '{REGISTERED}': the env '{config.env}' registers no reward_threshold; "
-                          "give the return to stop at as a number")
-    if tr.tensorboard:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError(f"tensorboard is on, but the tensorboard package is not installed: {TENSORBOARD_INSTALL}")
-    return config
 
 
 def preset_values(name: str) -> dict[str, Any]:

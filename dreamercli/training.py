@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from . import checkpoint, runs
-from .agent import Agent, resolve_device
+from .agent import COMPOSITIONS, Agent, resolve_device
 from .buffer import ReplayBuffer
 from .checkpoint import Diverged
-from .config import REGISTERED, Config, check_learns, to_dict, validate, with_overrides
+from .config import REGISTERED, TENSORBOARD_INSTALL, Config, ConfigError, to_dict, validate, with_overrides
 from .envs import (
     EnvError,
     check_observation,
@@ -40,6 +40,30 @@ from .tensorboard_log import TensorBoardLog
 MAX_SKIPS_IN_A_ROW = 50  # updates with NaN/inf in a row before a run is called diverged
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as shells report them
+
+
+def check_learns(config: Config) -> Config:
+    """ConfigError in one line for a run that would train nothing or cannot start; the config otherwise.
+
+    Kept apart from config.validate(), which also reads finished run folders: those must load whatever they
+    were. The CLI calls it before it makes a run folder; the Trainer before it starts.
+    """
+    tr = config.train
+    if tr.steps <= tr.prefill:
+        raise ConfigError(f"steps {tr.steps} is not more than the prefill of {tr.prefill} random-action steps, so "
+                          f"nothing would learn: give --steps above {tr.prefill} or a smaller --prefill")
+    if COMPOSITIONS[config.algo].off_policy and config.learner.sac_ratio == 0:
+        raise ConfigError(f"sac_ratio 0 makes no update of {config.algo}'s off-policy learner, so its policy "
+                          "would not learn: give --sac-ratio above 0")
+    if tr.stop_at_return == REGISTERED and threshold_of(config.env) is None:
+        raise ConfigError(f"stop_at_return '{REGISTERED}': the env '{config.env}' registers no reward_threshold; "
+                          "give the return to stop at as a number")
+    if tr.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(f"tensorboard is on, but the tensorboard package is not installed: {TENSORBOARD_INSTALL}")
+    return config
 
 
 @dataclass

@@ -339,7 +339,9 @@ def prepare(flags: dict[str, Any], config_file: Path | None, space_file: Path | 
         from .multiseed import import_ray
 
         import_ray()
-    base = build(flags, config_file)
+    from .training import check_learns
+
+    base = check_learns(build(flags, config_file))
     resolve_device(base.train.device)
     make_env(base.env, max_episode_steps=base.train.max_episode_steps).close()  # an unknown env fails here
     name = name or f"tune-{base.env}-{base.algo}".replace("/", "_").replace(":", "_")

@@ -11,7 +11,7 @@ from dreamercli import runs
 from dreamercli.cli import app
 from dreamercli.config import ConfigError, build
 from dreamercli.tensorboard_log import FOLDER
-from dreamercli.training import resume, train
+from dreamercli.training import check_learns, resume, train
 
 
 class Crash(Exception):
@@ -92,7 +92,7 @@ def without_tensorboard(monkeypatch):
 def test_without_the_package_the_run_is_refused_up_front_in_one_line(tmp_path, monkeypatch):
     without_tensorboard(monkeypatch)
     with pytest.raises(ConfigError, match=r"pip install 'dreamercli\[tensorboard\]'$"):
-        build({"tensorboard": True})
+        check_learns(build({"tensorboard": True}))
     with pytest.raises(ConfigError, match="tensorboard package is not installed"):
         train(tiny("CartPole-v1", tensorboard=True), tmp_path / "api")
     path = tmp_path / "c.json"

@@ -10,7 +10,7 @@ from dreamercli.agent import Agent
 from dreamercli.config import ConfigError, build, from_preset, with_overrides
 from dreamercli.envs import EnvError, make_env, spec_of
 from dreamercli.evaluation import evaluate_policy
-from dreamercli.training import Trainer, resume, train
+from dreamercli.training import Trainer, check_learns, resume, train
 
 
 def metrics_without_timing(run_dir):
@@ -147,7 +147,7 @@ def test_stop_at_return_registered_is_the_envs_threshold_and_is_refused_where_th
     assert Trainer(tiny("CartPole-v1", stop_at_return="registered")).stop_at == 475.0
     assert build({"stop_at_return": "475"}).train.stop_at_return == 475.0  # a flag gives text
     with pytest.raises(ConfigError, match="'custom_env:Reach' registers no reward_threshold"):
-        build({"env": "custom_env:Reach", "stop_at_return": "registered"})
+        check_learns(build({"env": "custom_env:Reach", "stop_at_return": "registered"}))
     with pytest.raises(ConfigError, match="stop_at_return must be a finite number or 'registered', got 'soon'"):
         build({"stop_at_return": "soon"})
 
@@ -161,12 +161,12 @@ def test_stop_at_return_registered_is_the_envs_threshold_and_is_refused_where_th
 ])
 def test_a_run_that_cannot_learn_is_refused_before_it_starts(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
-        build(overrides)
+        check_learns(build(overrides))
     with pytest.raises(ConfigError, match=message):  # the Python API too
         train(with_overrides(from_preset("default"), overrides), tmp_path / "run")
     assert not (tmp_path / "run").exists()
-    build({"algo": "dreamer", "sac_ratio": 0})  # dreamer has no off-policy learner: sac_ratio is not its
-    build({"steps": 251})
+    check_learns(build({"algo": "dreamer", "sac_ratio": 0}))  # dreamer has no off-policy learner: sac_ratio is not its
+    check_learns(build({"steps": 251}))
 
 
 class BadEnv(gym.Env):

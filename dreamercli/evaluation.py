@@ -8,7 +8,7 @@ import numpy as np
 
 from .agent import Agent
 from .config import DEFAULT_MAX_EPISODE_STEPS
-from .envs import EnvError, make_env, render_failure, to_env_action
+from .envs import EnvError, check_observation, checked_reward, make_env, render_failure, to_env_action
 
 EVAL_SEED_OFFSET = 10_000  # eval episodes during training use seeds far from the training env's
 
@@ -54,6 +54,8 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int, record:
                          max_episode_steps=max_episode_steps) for i in ids]
         try:
             obs = [env.reset(seed=seed + i)[0] for env, i in zip(envs, ids, strict=True)]
+            for o, i in zip(obs, ids, strict=True):  # a NaN here would only show as a NaN return
+                check_observation(env_id, o, agent.spec, f"at the reset of evaluation episode {i}")
             if record and first == 0:
                 result.record(envs[0])
             live = list(range(len(ids)))
@@ -66,7 +68,9 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int, record:
                     except Exception as err:
                         raise EnvError(f"environment '{env_id}' raised during evaluation: "
                                        f"{type(err).__name__}: {err}") from None
-                    result.returns[ids[j]] += float(reward)
+                    where = f"during evaluation episode {ids[j]}"
+                    check_observation(env_id, obs[j], agent.spec, where)
+                    result.returns[ids[j]] += checked_reward(env_id, reward, where)
                     result.lengths[ids[j]] += 1
                     if record and ids[j] == 0:
                         result.record(envs[j])

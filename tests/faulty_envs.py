@@ -33,6 +33,15 @@ class NanObsAfter(CountingCartPole):
         return (np.full_like(obs, np.nan) if self.steps > 120 else obs), reward, terminated, truncated, info
 
 
+class NanSoon(CountingCartPole):
+    """CartPole whose 3rd step pays a NaN reward and whose 5th on sees NaN: short enough for any policy."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return (np.full_like(obs, np.nan) if self.steps >= 5 else obs), float("nan") if self.steps == 3 else reward, \
+            terminated, truncated, info
+
+
 class RaisesOnStep(CountingCartPole):
     """CartPole whose simulator crashes at its 50th step."""
 

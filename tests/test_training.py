@@ -209,3 +209,10 @@ def test_what_the_env_returns_wrong_is_named_where_it_enters(bad, message, tmp_p
     finally:
         del gym.registry["dreamer-test/Bad-v0"]
     assert str(err.value) == f"environment 'dreamer-test/Bad-v0' {message}"
+
+
+def test_evaluation_names_what_the_env_returns_wrong():
+    agent = Agent(tiny("CartPole-v1", algo="model-free"), spec_of(make_env("CartPole-v1")))
+    with pytest.raises(EnvError, match="environment 'faulty_envs:NanSoon' returned a non-finite reward during "
+                                       "evaluation episode 0: nan"):
+        evaluate_policy(agent, "faulty_envs:NanSoon", 1, seed=0)

@@ -15,12 +15,23 @@ and, for the suite (benchmarks/suite.py), at the same commit 22e3ff24:
     dqn  MountainCar-v0            hyperparams/dqn.yml
     sac  MountainCarContinuous-v0  hyperparams/sac.yml
 
-The zoo has no tuned entry for the suite's other tasks (NOT_IN_ZOO says which and what is used).
+and sb3-contrib's RecurrentPPO, for the suite's partially observed tasks, at the same commit 22e3ff24
+(hyperparams/ppo_lstm.yml was last changed in eec15dc2; its task ids are the zoo's, ours are
+suite_envs:CartPoleNoVel and so on):
+
+    ppo_lstm  CartPoleNoVel-v1               hyperparams/ppo_lstm.yml
+    ppo_lstm  PendulumNoVel-v1               hyperparams/ppo_lstm.yml
+    ppo_lstm  MountainCarContinuousNoVel-v0  hyperparams/ppo_lstm.yml
+
+The zoo has no tuned entry for the suite's other tasks (NOT_IN_ZOO says which and what is used):
+a memoryless learner on a partially observed or reward-scaled task gets the zoo's settings for
+the base task.
 
 The zoo turns "lin_X" into a schedule X * progress_remaining (X down to 0 over
-n_timesteps), writes policy_kwargs as a "dict(...)" string and builds NormalActionNoise
-from noise_type/noise_std; `build` does the same with code of its own. Only the worker
-process imports this module (it needs torch and SB3; the race's parent process does not).
+n_timesteps), writes policy_kwargs as a "dict(...)" string (activations as nn.ReLU), builds
+NormalActionNoise from noise_type/noise_std and gives VecNormalize the algorithm's gamma;
+`build` does the same with code of its own. Only the worker process imports this module (it
+needs torch and SB3, and sb3-contrib for ppo_lstm; the race's parent process does not).
 """
 
 from __future__ import annotations
@@ -74,11 +85,52 @@ HYPERPARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("sac", "InvertedPendulum-v5"): {"n_timesteps": 20_000, "policy": "MlpPolicy"},
     ("sac", "InvertedDoublePendulum-v5"): {"n_timesteps": 50_000, "policy": "MlpPolicy"},
     ("sac", "suite_envs:BeaconReach"): {"n_timesteps": 20_000, "policy": "MlpPolicy"},
+    # sb3-contrib's RecurrentPPO (MlpLstmPolicy), from hyperparams/ppo_lstm.yml.
+    ("ppo_lstm", "suite_envs:CartPoleNoVel"): {
+        "normalize": True, "n_envs": 8, "n_timesteps": 100_000, "policy": "MlpLstmPolicy", "n_steps": 32,
+        "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20, "ent_coef": 0.0,
+        "learning_rate": "lin_0.001", "clip_range": "lin_0.2",
+        "policy_kwargs": "dict(ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=64, "
+                         "enable_critic_lstm=True, net_arch=dict(pi=[64], vf=[64]))",
+    },
+    ("ppo_lstm", "suite_envs:PendulumNoVel"): {
+        "normalize": True, "n_envs": 4, "n_timesteps": 100_000, "policy": "MlpLstmPolicy", "n_steps": 1024,
+        "gae_lambda": 0.95, "gamma": 0.9, "n_epochs": 10, "ent_coef": 0.0, "learning_rate": 1e-3,
+        "clip_range": 0.2, "use_sde": True, "sde_sample_freq": 4,
+        "policy_kwargs": "dict(ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=64, "
+                         "enable_critic_lstm=True, net_arch=dict(pi=[64], vf=[64]))",
+    },
+    ("ppo_lstm", "suite_envs:MountainCarContinuousNoVel"): {
+        "normalize": True, "n_envs": 8, "n_timesteps": 300_000, "policy": "MlpLstmPolicy", "batch_size": 256,
+        "n_steps": 1024, "gamma": 0.9999, "learning_rate": 7.77e-5, "ent_coef": 0.00429, "clip_range": 0.1,
+        "n_epochs": 10, "gae_lambda": 0.9, "max_grad_norm": 5, "vf_coef": 0.19, "use_sde": True,
+        "sde_sample_freq": 8,
+        "policy_kwargs": "dict(log_std_init=0.0, ortho_init=False, lstm_hidden_size=32, enable_critic_lstm=True, "
+                         "net_arch=dict(pi=[64], vf=[64]))",
+    },
 }
+# Not in the zoo: the base task's settings (the same dict) on a task derived from it.
+SAME_AS = {
+    ("dqn", "suite_envs:CartPoleNoVel"): ("dqn", "CartPole-v1"),
+    ("sac", "suite_envs:PendulumNoVel"): ("sac", "Pendulum-v1"),
+    ("sac", "suite_envs:MountainCarContinuousNoVel"): ("sac", "MountainCarContinuous-v0"),
+    ("ppo", "suite_envs:CueRecall"): ("ppo", "CartPole-v1"),
+    ("ppo_lstm", "suite_envs:CueRecall"): ("ppo_lstm", "suite_envs:CartPoleNoVel"),
+    ("sac", "suite_envs:PendulumX100"): ("sac", "Pendulum-v1"),
+    ("dqn", "suite_envs:CartPoleX001"): ("dqn", "CartPole-v1"),
+}
+HYPERPARAMS.update({key: HYPERPARAMS[source] for key, source in SAME_AS.items()})
 NOT_IN_ZOO = {
     ("sac", "InvertedPendulum-v5"): "the zoo tunes only the PyBullet version; SB3's SAC defaults",
     ("sac", "InvertedDoublePendulum-v5"): "the zoo tunes only the PyBullet version; SB3's SAC defaults",
     ("sac", "suite_envs:BeaconReach"): "our own task; SB3's SAC defaults",
+    **{(method, env): f"memoryless; the zoo's {method} settings for {source[1]}"
+       for (method, env), source in SAME_AS.items() if "NoVel" in env},
+    ("ppo", "suite_envs:CueRecall"): "our own task; memoryless, the zoo's ppo settings for CartPole-v1",
+    ("ppo_lstm", "suite_envs:CueRecall"): "our own task; the zoo's ppo_lstm settings for CartPoleNoVel-v1 "
+                                          "(the same as its ppo ones for CartPole-v1, with an LSTM)",
+    ("sac", "suite_envs:PendulumX100"): "the zoo's sac settings for Pendulum-v1, rewards unscaled",
+    ("dqn", "suite_envs:CartPoleX001"): "the zoo's dqn settings for CartPole-v1, rewards unscaled",
 }
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
 OFF_POLICY = ("dqn", "sac", "td3")
@@ -98,13 +150,31 @@ def linear(initial: float) -> Callable[[float], float]:
 
 
 def parse_kwargs(text: str) -> dict[str, Any]:
-    """Turn the zoo's "dict(a=..., b=...)" string into a dict, accepting literal values only."""
+    """Turn the zoo's "dict(a=..., b=...)" string into a dict: values are literals, dict(...) again,
+    or a torch.nn module class such as nn.ReLU."""
     node = ast.parse(text.strip(), mode="eval").body
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
-            and not node.args and all(k.arg for k in node.keywords)):
-        raise ValueError(f"expected dict(key=literal, ...), got {text!r}")
-    # literal_eval instead of eval: a hyperparameter file should not run code here.
-    return {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    if not _is_dict_call(node):
+        raise ValueError(f"expected dict(key=value, ...), got {text!r}")
+    return _value(node)
+
+
+def _is_dict_call(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
+            and not node.args and all(k.arg for k in node.keywords))
+
+
+def _value(node: ast.AST) -> Any:
+    """One value of a dict(...) string; literal_eval, not eval: a hyperparameter file should not run code."""
+    if _is_dict_call(node):
+        return {k.arg: _value(k.value) for k in node.keywords}
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "nn":
+        from torch import nn
+
+        module = getattr(nn, node.attr, None)
+        if not (isinstance(module, type) and issubclass(module, nn.Module)):
+            raise ValueError(f"nn.{node.attr} is not a torch.nn module")
+        return module
+    return ast.literal_eval(node)
 
 
 def prepare(method: str, env_id: str, smoke: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -130,7 +200,9 @@ def describe(method: str, env_id: str, smoke: bool) -> dict[str, Any]:
     """The settings as JSON-able values, for the race's record."""
     setup, hp = prepare(method, env_id, smoke)
     raw = HYPERPARAMS[(method, env_id)]
-    return {**setup, **{k: raw[k] if callable(v) else v for k, v in hp.items()}, "zoo_commit": ZOO_COMMIT}
+    # A schedule or a dict(...) string as the zoo writes it; JSON cannot hold what it was parsed into.
+    return {**setup, **{k: raw[k] if isinstance(raw.get(k), str) else v for k, v in hp.items()},
+            "zoo_commit": ZOO_COMMIT}
 
 
 def build(method: str, env_id: str, seed: int, smoke: bool = False):
@@ -145,29 +217,54 @@ def build(method: str, env_id: str, seed: int, smoke: bool = False):
     venv = make_vec_env(lambda: make(env_id), n_envs=setup["n_envs"], seed=seed)
     if setup["normalize"]:
         norm = setup["normalize"]
-        venv = VecNormalize(venv, **(parse_kwargs(norm) if isinstance(norm, str) else {}))
+        kwargs = parse_kwargs(norm) if isinstance(norm, str) else {}
+        venv = VecNormalize(venv, **kwargs, **({"gamma": hp["gamma"]} if "gamma" in hp else {}))
     if setup["noise_type"] is not None:
         if setup["noise_type"].strip() != "normal":
             raise ValueError(f"noise type {setup['noise_type']!r} is not supported here")
         n = venv.action_space.shape[0]
         hp["action_noise"] = NormalActionNoise(np.zeros(n), setup["noise_std"] * np.ones(n))
-    algo = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[method]
+    if method == "ppo_lstm":
+        from sb3_contrib import RecurrentPPO  # the bench extra's sb3-contrib
+
+        algo = RecurrentPPO
+    else:
+        algo = {"ppo": PPO, "dqn": DQN, "sac": SAC, "td3": TD3}[method]
     policy = hp.pop("policy")
     return algo(policy, venv, seed=seed, device="cpu", verbose=0, **hp), setup["n_timesteps"]
 
 
 def evaluate(model, envs: list[gym.Env], seed: int) -> tuple[float, float]:
     """Mean and std of deterministic returns, one episode per env; env i resets with seed + i, as dreamer's do."""
+    returns = episode_returns(model, envs, seed)
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def episode_returns(model, envs: list[gym.Env], seed: int) -> list[float]:
+    """One deterministic episode per env, in lockstep; a recurrent policy's state (RecurrentPPO's LSTM)
+    starts at zero in each episode and carries from step to step within it."""
     norm = model.get_vec_normalize_env()
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     returns = [0.0] * len(envs)
     live = list(range(len(envs)))
+    shape = getattr(model.policy, "lstm_hidden_state_shape", None)  # (layers, 1, size) where recurrent
+    if shape is not None:  # hidden and cell state, one column per episode
+        memory = tuple(np.zeros((shape[0], len(envs), shape[2]), dtype=np.float32) for _ in range(2))
+        starts = np.ones(len(envs), dtype=bool)
     while live:
         # The episodes in lockstep, one predict for all (as dreamer's evaluation batches them):
         # a single-observation predict costs about as much as a batch, and results are the same.
         batch = np.stack([obs[i] for i in live])
         # normalize_obs reads the running stats without updating them: frozen for evaluation.
-        actions, _ = model.predict(norm.normalize_obs(batch) if norm else batch, deterministic=True)
+        batch = norm.normalize_obs(batch) if norm else batch
+        if shape is None:
+            actions, _ = model.predict(batch, deterministic=True)
+        else:
+            state = tuple(m[:, live] for m in memory)
+            actions, state = model.predict(batch, state=state, episode_start=starts[live], deterministic=True)
+            for m, s in zip(memory, state, strict=True):
+                m[:, live] = s
+            starts[live] = False
         still = []
         for i, action in zip(live, actions, strict=True):
             obs[i], reward, terminated, truncated, _ = envs[i].step(action)
@@ -175,7 +272,7 @@ def evaluate(model, envs: list[gym.Env], seed: int) -> tuple[float, float]:
             if not (terminated or truncated):
                 still.append(i)
         live = still
-    return float(np.mean(returns)), float(np.std(returns))
+    return returns
 
 
 def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed: int,

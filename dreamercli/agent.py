@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .buffer import ReplayBuffer
-from .config import Config
+from .config import Config, ConfigError
 from .envs import EnvSpec
+from .learners.belief import BeliefOffPolicy, Beliefs, Memory, perceive, took
 from .learners.hybrid import HybridLearner
 from .learners.imagination import ActorCritic, ImaginationLearner
 from .learners.off_policy import OffPolicyLearner, Update
@@ -25,6 +27,7 @@ from .learners.policy import Actor
 from .learners.sac import SAC
 from .learners.world_model import ModelLearner
 from .models import WorldModel
+from .models.rssm import RSSM
 from .nets import symlog
 from .optim import FlatAdam
 from .streams import ModelStream
@@ -36,7 +39,7 @@ GRAD_CLIP = {"actor": 100.0, "critic": 100.0}
 class Composition:
     """What an algo is made of."""
 
-    world_model: bool  # learns a world model of the env
+    world_model: str | None  # the world model it learns by default (config.model 'auto'), or None
     reads_latent: bool  # the policy reads the model's latent (else symlog observations)
     imagination: bool  # the policy learns in imagination (hybrid: as far as the guard trusts the model)
     off_policy: bool  # the policy learns by SAC on replayed transitions
@@ -44,12 +47,39 @@ class Composition:
 
 
 COMPOSITIONS = {
-    "dreamer": Composition(world_model=True, reads_latent=True, imagination=True, off_policy=False, branching=False),
-    "model-free": Composition(world_model=False, reads_latent=False, imagination=False, off_policy=True,
+    "dreamer": Composition(world_model="latent", reads_latent=True, imagination=True, off_policy=False,
+                           branching=False),
+    "model-free": Composition(world_model=None, reads_latent=False, imagination=False, off_policy=True,
                               branching=False),
-    "mbpo": Composition(world_model=True, reads_latent=False, imagination=False, off_policy=True, branching=True),
-    "hybrid": Composition(world_model=True, reads_latent=False, imagination=True, off_policy=True, branching=True),
+    "mbpo": Composition(world_model="latent", reads_latent=False, imagination=False, off_policy=True,
+                        branching=True),
+    "hybrid": Composition(world_model="latent", reads_latent=False, imagination=True, off_policy=True,
+                          branching=True),
+    # SAC reads [o_t, h_t]: the observation and the RSSM's belief (learners/belief.py).
+    "belief": Composition(world_model="rssm", reads_latent=False, imagination=False, off_policy=True,
+                          branching=False),
 }
+MODELS = {"latent": WorldModel, "rssm": RSSM}
+# Weights a run folder written before them lacks; loading it keeps their fresh values (0: none seen yet).
+ADDED_SINCE = ("sac.reward_scale",)
+
+
+def model_kind(config: Config) -> str | None:
+    """The world model a config learns: its `model` setting, or with 'auto' its algo's own (None: no model)."""
+    own = COMPOSITIONS[config.algo].world_model
+    return None if own is None else (own if config.world_model.model == "auto" else config.world_model.model)
+
+
+def check_composition(config: Config) -> None:
+    """ConfigError in one line for a model the algo cannot use."""
+    kind, parts = model_kind(config), COMPOSITIONS[config.algo]
+    if kind == "rssm" and parts.branching:
+        raise ConfigError(f"{config.algo} branches rollouts from single replayed observations, which an RSSM cannot "
+                         "start from (it needs the episode so far): use --model latent, or --algo belief or dreamer")
+    if kind == "latent" and not parts.branching and parts.off_policy:
+        raise ConfigError(f"{config.algo} reads the RSSM's belief: --model latent has none (use --model rssm)")
+    if parts.world_model is None and config.world_model.model != "auto":
+        raise ConfigError(f"{config.algo} learns no world model, so --model {config.world_model.model} has no effect")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,13 +102,21 @@ class Agent(nn.Module):
         self.device = torch.device(device)
         # Beside an off-policy learner the model draws from a stream of its own (streams.py).
         self.stream = ModelStream(config.train.seed, self.device) if parts.branching else None
+        check_composition(config)
+        kind = model_kind(config)
         with self.model_draws():
-            self.world_model = WorldModel(wm, spec.obs_dim, spec.action_dim) if parts.world_model else None
-        obs_actor = None if parts.reads_latent else Actor(spec.obs_dim, ln.sac_hidden, spec.action_dim,
+            self.world_model = None if kind is None else MODELS[kind](wm, spec.obs_dim, spec.action_dim)
+        self.recurrent = kind == "rssm"
+        # The belief composition's policy reads [o_t, h_t]; other observation policies o_t alone.
+        self.reads_belief = self.recurrent and not parts.reads_latent
+        self.beliefs = Beliefs(self.world_model, self.device) if self.recurrent else None
+        obs_in = spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
+        obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,
                                                           spec.discrete, ln.sac_layers)
+        state_dim = self.world_model.latent_dim if self.recurrent else wm.latent_dim
         if parts.imagination:
             with self.model_draws():  # the imagination critic is model work; an observation actor exists already
-                self.actor_critic = ActorCritic(ac, wm.latent_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
+                self.actor_critic = ActorCritic(ac, state_dim, wm.hidden_dim, spec.action_dim, spec.discrete,
                                                 wm.hidden_layers, actor=obs_actor)
             self.actor = None
         else:
@@ -86,10 +124,12 @@ class Agent(nn.Module):
         self.to(self.device)
         # The learners, after .to(device): their optimisers pack each network's parameters into flat tensors.
         self.actor_opt = FlatAdam(self.policy, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
-        self.sac = SAC(ln, spec.obs_dim, spec.action_dim, spec.discrete, self.policy, self.actor_opt) \
+        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt) \
             if parts.off_policy else None
         self.off_policy: OffPolicyLearner | None = None
-        if parts.branching:
+        if self.reads_belief:
+            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs)
+        elif parts.branching:
             self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
                                             spec.obs_dim, spec.action_dim, self.model_draws)
         elif parts.off_policy:
@@ -105,20 +145,32 @@ class Agent(nn.Module):
         # hybrid imagines after as many model updates as the guard's trust allows; dreamer after each.
         imagine_due = self.off_policy.imagine_due if parts.branching else lambda: True
         self.model_learner = None if self.world_model is None else ModelLearner(
-            self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due)
+            self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due, self.beliefs)
 
     @property
     def policy(self) -> Actor:
         """The one actor that acts (and that every learner of this algo trains)."""
         return self.actor_critic.actor if self.actor_critic is not None else self.actor
 
-    def policy_input(self, obs: torch.Tensor) -> torch.Tensor:
-        """What the policy reads of an observation: the posterior mean, or symlog observations."""
-        return self.world_model.encode_mean(obs) if self.parts.reads_latent else symlog(obs)
+    def policy_input(self, obs: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """What the policy reads of an observation (and, for a recurrent model, the belief state after it):
+        the latent (posterior mean or RSSM state), symlog [o, h], or symlog observations."""
+        if self.recurrent and state is None:
+            raise ValueError("a recurrent model's policy reads its belief: act with a Memory (agent.memory(n))")
+        if self.parts.reads_latent:
+            return state if self.recurrent else self.world_model.encode_mean(obs)
+        if self.reads_belief:
+            return symlog(torch.cat([obs, state[..., :self.world_model.deter]], -1))
+        return symlog(obs)
 
     def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
-        """What the policy reads of an imagined latent: z itself, or its decoding in symlog units."""
-        return z if self.parts.reads_latent else self.world_model.decoder(z)
+        """What the policy reads of an imagined latent: z itself, or its decoding in symlog units (beside the
+        belief h in symlog, where the policy reads [o, h])."""
+        if self.parts.reads_latent:
+            return z
+        if self.reads_belief:
+            return torch.cat([self.world_model.decoder(z), symlog(z[..., :self.world_model.deter])], -1)
+        return self.world_model.decoder(z)
 
     def model_draws(self, rng: np.random.Generator | None = None
                     ) -> contextlib.AbstractContextManager[np.random.Generator | None]:
@@ -127,21 +179,28 @@ class Agent(nn.Module):
 
     # -- acting ----------------------------------------------------------------------------------
 
-    def act(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None,
+            memory: Memory | None = None) -> np.ndarray:
         """The agent-side action for one observation: an index, or a vector in [-1, 1].
 
         noise: the step's exploration noise (action_dim standard normals, see exploration.py);
-        without it a sampled action draws its own from torch's generator.
+        without it a sampled action draws its own from torch's generator. memory: a one-env
+        belief (agent.memory()) where the model is recurrent.
         """
         batch_noise = None if noise is None else np.asarray(noise)[None]
-        return self.act_batch(np.asarray(obs)[None], deterministic, batch_noise)[0]
+        return self.act_batch(np.asarray(obs)[None], deterministic, batch_noise, memory)[0]
 
     @torch.no_grad()
-    def act_batch(self, obs: np.ndarray, deterministic: bool = False,
-                  noise: np.ndarray | None = None) -> np.ndarray:
-        """Actions for a batch of observations (n, obs): indices (n,) or vectors (n, act)."""
+    def act_batch(self, obs: np.ndarray, deterministic: bool = False, noise: np.ndarray | None = None,
+                  memory: Memory | None = None, rows: list[int] | None = None) -> np.ndarray:
+        """Actions for a batch of observations (n, obs): indices (n,) or vectors (n, act).
+
+        memory: the recurrent model's belief of these envs (its `rows`), advanced by the observations
+        and the actions chosen; required where the model is recurrent, ignored otherwise.
+        """
         o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        x = self.policy_input(o)
+        state = perceive(self.world_model, memory, o, rows) if self.recurrent and memory is not None else None
+        x = self.policy_input(o, state)
         actor = self.policy
         if deterministic:
             action = actor.mode(x)
@@ -149,8 +208,22 @@ class Agent(nn.Module):
             action = actor.explore(x, torch.as_tensor(np.asarray(noise, np.float32), device=self.device))
         else:
             action = actor.rollout_action(x, actor.noise(x.shape[:1], x.device))[0]
+        if state is not None:
+            took(memory, F.one_hot(action.argmax(-1), self.spec.action_dim).float() if self.spec.discrete else action,
+                 rows)
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
+
+    def memory(self, n: int = 1) -> Memory | None:
+        """A fresh belief for n envs at their episodes' starts (None: the model, if any, has no memory)."""
+        return Memory(n, self.world_model, self.spec.action_dim, self.device) if self.recurrent else None
+
+    @torch.no_grad()
+    def track(self, obs: np.ndarray, action: np.ndarray, memory: Memory | None) -> None:
+        """Advance a one-env memory by an observation and the encoded action taken without the policy (prefill)."""
+        if memory is not None:
+            perceive(self.world_model, memory, torch.as_tensor(np.asarray(obs, np.float32)[None], device=self.device))
+            took(memory, torch.as_tensor(np.asarray(action, np.float32)[None], device=self.device))
 
     # -- learning --------------------------------------------------------------------------------
 
@@ -165,6 +238,8 @@ class Agent(nn.Module):
         (kind, metrics) as it is made: kind 'pretrain' or 'update', metrics None where NaN skipped it."""
         if self.model_learner is not None:
             yield from self.model_learner.learn(replay, step, rng)
+        if self.beliefs is not None and step >= self.config.train.prefill:
+            self.beliefs.follow(replay, step)  # after the model's updates, before the learner reads them
         if self.off_policy is not None and step >= self.config.train.prefill:
             yield from self.off_policy.learn(replay, rng)
 
@@ -196,14 +271,14 @@ class Agent(nn.Module):
     def counters(self) -> dict[str, float]:
         """The learners' carried-over counters, saved with the loop's state."""
         found: dict[str, float] = {}
-        for learner in (self.model_learner, self.off_policy):
+        for learner in (self.model_learner, self.off_policy, self.beliefs):
             if learner is not None:
                 found.update(learner.counters())
         return found
 
     def load_counters(self, state: dict[str, float]) -> None:
         """Restore counters() from a checkpoint's state."""
-        for learner in (self.model_learner, self.off_policy):
+        for learner in (self.model_learner, self.off_policy, self.beliefs):
             if learner is not None:
                 learner.load_counters(state)
 
@@ -214,6 +289,8 @@ class Agent(nn.Module):
             found.update({f"guard/{k}": v for k, v in self.off_policy.guard.state_tensors().items()})
         if self.stream is not None:
             found.update({f"stream/{k}": v for k, v in self.stream.state_tensors().items()})
+        if self.beliefs is not None:
+            found.update({f"belief/{k}": v for k, v in self.beliefs.state_tensors().items()})
         return found
 
     def load_state_tensors(self, part: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -222,6 +299,8 @@ class Agent(nn.Module):
             self.off_policy.guard.load_state_tensors(part["guard"], self.device)
         if self.stream is not None:
             self.stream.load_state_tensors(part["stream"])
+        if self.beliefs is not None:
+            self.beliefs.load_state_tensors(part["belief"])
 
     def finite(self) -> bool:
         """Whether every weight (and slow copy) is a finite number."""
@@ -235,7 +314,8 @@ class Agent(nn.Module):
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
         """Load tensors written by weights(); ValueError in one line unless names and shapes match."""
         own = self.state_dict()
-        missing = sorted(set(own) - set(tensors))
+        # Tensors added since older run folders were written keep their fresh values there.
+        missing = sorted(set(own) - set(tensors) - set(ADDED_SINCE))
         unexpected = sorted(set(tensors) - set(own))
         wrong = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
         problems = []
@@ -249,4 +329,5 @@ class Agent(nn.Module):
                             f"the config needs {tuple(own[k].shape)})")
         if problems:
             raise ValueError("tensors do not fit the config: " + "; ".join(problems))
-        self.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
+        self.load_state_dict({**{k: own[k] for k in ADDED_SINCE if k in own and k not in tensors},
+                              **{k: v.to(self.device) for k, v in tensors.items()}}, strict=True)

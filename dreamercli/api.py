@@ -26,6 +26,7 @@ class DreamerLite:
         env.close()
         self.agent = self._build_agent()
         self.summary: dict[str, Any] | None = None
+        self.memory, self.memory_agent = None, None  # act()'s belief of the open episode, and whose it is
 
     def _build_agent(self) -> Agent:
         # The run's thread count, as `dreamer evaluate` uses: torch's default of one thread per
@@ -78,8 +79,14 @@ class DreamerLite:
         self.spec = self.agent.spec
         return self
 
-    def act(self, obs, deterministic: bool = True):
-        """The env-side action for one observation."""
+    def act(self, obs, deterministic: bool = True, first: bool = False):
+        """The env-side action for one observation; first=True at an episode's first observation.
+
+        A recurrent world model (--model rssm, the belief algo) carries its belief from call to
+        call, so tell it where each episode starts; other agents ignore `first`.
+        """
         from .envs import to_env_action
 
-        return to_env_action(self.spec, self.agent.act(obs, deterministic))
+        if first or self.memory_agent is not self.agent:  # a new episode, or a newly trained or loaded agent
+            self.memory, self.memory_agent = self.agent.memory(), self.agent
+        return to_env_action(self.spec, self.agent.act(obs, deterministic, memory=self.memory))

@@ -83,14 +83,18 @@ class ReplayBuffer:
         """
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        i = rng.integers(0, self.size, size=batch_size)
-        steps = np.ones(batch_size, np.float32)
+        return self.transitions_at(rng.integers(0, self.size, size=batch_size), device, nstep, discount)[0]
+
+    def transitions_at(self, i: np.ndarray, device: torch.device, nstep: int = 1,
+                       discount: float = 1.0) -> tuple[TransitionBatch, np.ndarray]:
+        """The (n-step) transitions from slots i, and the slot each ends at."""
+        steps = np.ones(len(i), np.float32)
         if nstep == 1:
             last, rewards = i, self.rewards[i]
         else:
             last, rewards = self.run_on(i, nstep, discount, steps)
         return TransitionBatch(*(torch.as_tensor(x, device=device) for x in (
-            self.obs[i], self.actions[i], rewards, self.next_obs[last], self.terminated[last], steps)))
+            self.obs[i], self.actions[i], rewards, self.next_obs[last], self.terminated[last], steps))), last
 
     def run_on(self, i: np.ndarray, nstep: int, discount: float, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The last slot and the discounted reward sum of n-step transitions from slots i; counts steps in place."""
@@ -140,8 +144,11 @@ class ReplayBuffer:
         """Sample sequences starting at uniformly chosen stored transitions."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        # Steps that leave the start's episode (or the stored data) are masked out.
-        start = rng.integers(0, self.size, size=batch_size)
+        return self.sequences_at(rng.integers(0, self.size, size=batch_size), seq_len, device)
+
+    def sequences_at(self, start: np.ndarray, seq_len: int, device: torch.device) -> SequenceBatch:
+        """The sequences of seq_len steps from slots `start`; steps that leave the start's episode (or the
+        stored data) are masked out."""
         index = start[:, None] + np.arange(seq_len)[None, :]  # (B, L)
         if self.size == self.capacity:
             index %= self.capacity

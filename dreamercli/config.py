@@ -21,13 +21,16 @@ META_KEYS = ("schema_version", "dreamer_version", "env_spec", "label")  # run.js
 
 # dreamer: imagination only; model-free: SAC on real data, no world model; mbpo: SAC on real and
 # branched model data; hybrid: one policy trained by both, as far as the model-trust guard allows.
-ALGOS = ("dreamer", "model-free", "mbpo", "hybrid")
+# belief: SAC on real transitions reading the observation and the RSSM's belief h.
+ALGOS = ("dreamer", "model-free", "mbpo", "hybrid", "belief")
+MODELS = ("auto", "latent", "rssm")
 IMAG_NOISE = ("auto", "mean", "sample")
 DEVICES = ("auto", "cpu", "cuda")
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "tiny": {
-        "latent_dim": 8, "hidden_dim": 32, "seq_len": 8, "horizon": 5, "imag_starts": 32, "batch_size": 16,
+        "latent_dim": 8, "deter_dim": 16, "hidden_dim": 32,
+        "seq_len": 8, "horizon": 5, "imag_starts": 32, "batch_size": 16,
         "steps": 300, "prefill": 100, "pretrain": 20, "train_ratio": 0.25, "eval_every": 150,
         "eval_episodes": 2, "log_every": 50, "sac_hidden": 32, "sac_batch": 32,
     },
@@ -70,14 +73,24 @@ def _bounds(rule: str):
 class WorldModelConfig:
     """Sizes and loss scales of the latent world model."""
 
+    model: str = setting("auto", "Which world model: latent (from one observation: memoryless), rssm (a "
+                                 "recurrent state-space model: a GRU belief over the episode so far, which "
+                                 "remembers what observations leave out), auto (the algo's own: rssm for belief, "
+                                 "latent for the others).", choices=MODELS)
     latent_dim: int = setting(64, "Size of the Gaussian latent z.", "> 0")
+    deter_dim: int = setting(128, "Units of the RSSM's recurrent state h (its GRU).", "> 0")
     hidden_dim: int = setting(128, "Width of every hidden layer (world model and actor-critic).", "> 0")
     hidden_layers: int = setting(2, "Hidden layers of every network (world model and actor-critic).", "> 0")
     wm_lr: float = setting(1e-3, "Adam learning rate of the encoder, transition, heads and decoder.", "> 0")
     seq_len: int = setting(16, "Length of replayed sequences; the model is trained open-loop over them.", ">= 2")
     consistency: float = setting(20.0, "Weight of the open-loop latent consistency loss (per dim).", ">= 0")
-    kl_rep: float = setting(0.1, "Weight of KL(posterior || stop-grad prior) per dim: it shapes the encoder.",
+    kl_rep: float = setting(0.1, "Weight of KL(posterior || stop-grad prior) (per dim in the latent model): it "
+                                      "shapes the encoder.",
                             ">= 0")
+    kl_dyn: float = setting(0.5, "RSSM: weight of KL(stop-grad posterior || prior), which trains the prior.",
+                            ">= 0")
+    kl_free: float = setting(1.0, "RSSM: free nats; each KL term below this many nats per step is not pushed "
+                                  "lower.", ">= 0")
     min_std: float = setting(0.05, "Lower bound of every latent standard deviation.", "> 0")
     novelty: float = setting(0.0, "Imagined reward for the disagreement of an ensemble of one-step models, per "
                                   "step and relative to its mean (0: no ensemble).", ">= 0")

@@ -253,9 +253,9 @@ def show_episode(agent: Any, env_id: str, seed: int, max_episode_steps: int) -> 
         env = make_env(env_id, render_mode="human", max_episode_steps=max_episode_steps)
         try:
             obs, _ = env.reset(seed=seed)
-            done = False
+            done, memory = False, agent.memory()
             while not done:
-                obs, _, term, trunc, _ = env.step(to_env_action(agent.spec, agent.act(obs, True)))
+                obs, _, term, trunc, _ = env.step(to_env_action(agent.spec, agent.act(obs, True, memory=memory)))
                 done = term or trunc
         finally:
             env.close()

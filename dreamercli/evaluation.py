@@ -59,8 +59,10 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int, record:
             if record and first == 0:
                 result.record(envs[0])
             live = list(range(len(ids)))
+            memory = agent.memory(len(ids))  # a recurrent model's belief, one row per episode
             while live:
-                actions = agent.act_batch(np.stack([obs[j] for j in live]), deterministic=True)
+                actions = agent.act_batch(np.stack([obs[j] for j in live]), deterministic=True, memory=memory,
+                                          rows=live)
                 still = []
                 for j, action in zip(live, actions, strict=True):
                     try:

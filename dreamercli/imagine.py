@@ -13,7 +13,7 @@ lockstep. Policy actions are the actor's deterministic action on the IMAGINED la
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 
 from .config import DEFAULT_MAX_EPISODE_STEPS
 from .envs import EnvSpec, encode_action, make_env, random_action, to_env_action
+from .learners.belief import perceive
 
 ACTION_SOURCES = ("policy", "random")
 TABLE_STEPS = (1, 5, 10)  # and H: the steps shown in the terminal table
@@ -70,9 +71,9 @@ def policy_episode(agent, env_id: str, seed: int, max_episode_steps: int = DEFAU
     env = make_env(env_id, max_episode_steps=max_episode_steps)
     try:
         obs, _ = env.reset(seed=seed)
-        actions, done = [], False
+        actions, done, memory = [], False, agent.memory()
         while not done:
-            action = agent.act(obs, deterministic=True)
+            action = agent.act(obs, deterministic=True, memory=memory)
             actions.append(action)
             obs, _, terminated, truncated, _ = env.step(to_env_action(agent.spec, action))
             done = terminated or truncated
@@ -98,11 +99,17 @@ def choose_starts(agent, env_id: str, rollouts: int, seed: int, horizon: int,
 
 
 def open_start(env_id: str, spec: EnvSpec, start: Start, render_mode: str | None = None,
-               max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS):
-    """A fresh env brought to the start state; returns (env, observation)."""
+               max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+               track: Callable[[np.ndarray, np.ndarray], None] | None = None):
+    """A fresh env brought to the start state; returns (env, observation).
+
+    track(obs, action) sees each observation of the prefix and the agent-side action taken in it
+    (a recurrent model's belief follows the episode so far)."""
     env = make_env(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps)
     obs, _ = env.reset(seed=start.reset_seed)
     for action in start.prefix:
+        if track is not None:
+            track(obs, np.asarray(action))
         obs, _, terminated, truncated, _ = env.step(to_env_action(spec, action))
         if terminated or truncated:
             env.close()
@@ -127,7 +134,13 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
     spec, wm, actor = agent.spec, agent.world_model, agent.policy
     device, n, H = agent.device, len(starts), horizon
     rng = np.random.default_rng(seed)
-    opened = [open_start(env_id, spec, s, "rgb_array" if i in record else None, max_episode_steps)
+    memories = [agent.memory() for _ in starts]  # a recurrent model's belief along each start's prefix
+
+    def tracker(i: int) -> Callable[[np.ndarray, np.ndarray], None] | None:
+        return None if memories[i] is None else \
+            (lambda o, a: agent.track(o, encode_action(spec, a), memories[i]))
+
+    opened = [open_start(env_id, spec, s, "rgb_array" if i in record else None, max_episode_steps, tracker(i))
               for i, s in enumerate(starts)]
     envs = [env for env, _ in opened]
     obs0 = np.stack([o for _, o in opened]).astype(np.float32)  # (N, obs)
@@ -139,7 +152,11 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
     terminated_flags = [False] * n
     env_actions: list[list] = [[] for _ in range(n)]
     try:
-        z = wm.encode(torch.as_tensor(obs0, device=device))[0]  # (N, latent): posterior mean
+        if agent.recurrent:  # the belief after the prefix and the start's observation
+            z = torch.cat([perceive(wm, m, torch.as_tensor(o[None], device=device))
+                           for m, o in zip(memories, obs0, strict=True)])
+        else:
+            z = wm.encode(torch.as_tensor(obs0, device=device))[0]  # (N, latent): posterior mean
         latents, model_actions, rewards, conts = [z], [], [], []
         for t in range(H):
             if actions == "policy":

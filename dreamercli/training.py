@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, runs
-from .agent import COMPOSITIONS, Agent, resolve_device
+from .agent import COMPOSITIONS, Agent, check_composition, resolve_device
 from .buffer import ReplayBuffer
 from .checkpoint import Diverged
 from .config import REGISTERED, TENSORBOARD_INSTALL, Config, ConfigError, to_dict, validate, with_overrides
@@ -52,6 +52,7 @@ def check_learns(config: Config) -> Config:
     if tr.steps <= tr.prefill:
         raise ConfigError(f"steps {tr.steps} is not more than the prefill of {tr.prefill} random-action steps, so "
                           f"nothing would learn: give --steps above {tr.prefill} or a smaller --prefill")
+    check_composition(config)
     if COMPOSITIONS[config.algo].off_policy and config.learner.sac_ratio == 0:
         raise ConfigError(f"sac_ratio 0 makes no update of {config.algo}'s off-policy learner, so its policy "
                           "would not learn: give --sac-ratio above 0")
@@ -111,6 +112,7 @@ class Trainer:
         stop_at = threshold_of(config.env) if tr.stop_at_return == REGISTERED else tr.stop_at_return
         self.stop_at = None if stop_at is None else float(stop_at)
         self.agent = Agent(config, self.spec, resolve_device(tr.device))
+        self.memory = self.agent.memory()  # the recurrent model's belief of the open episode (else None)
         self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
         self.state = LoopState()
         self.costs = CostModel(tr.steps, tr.prefill, self.agent.pretrain_updates(), tr.eval_every, tr.checkpoint_every,
@@ -148,7 +150,7 @@ class Trainer:
         ckpt = checkpoint.read(self.run_dir)
         path = self.run_dir / runs.CHECKPOINT_FILE
         checkpoint.restore(ckpt, self.agent, self.buffers(), self.rng, path)
-        self.agent.load_state_tensors({"guard": ckpt.part("guard"), "stream": ckpt.part("stream")})
+        self.agent.load_state_tensors({name: ckpt.part(name) for name in ("guard", "stream", "belief")})
         self.agent.load_counters(ckpt.state)
         names = {f.name for f in dataclasses.fields(LoopState)}
         try:
@@ -159,6 +161,8 @@ class Trainer:
         (self.run_dir / runs.SUMMARY_FILE).unlink(missing_ok=True)  # the run is open again
         self.state.stopped = None  # resumed past a stop: on to the new total (the stop rule still holds)
         self.obs = self._replay_episode()
+        if self.memory is not None:  # what the open episode has shown the model, as it was
+            self.memory.load_state_tensors(ckpt.part("memory"))
         self.logged = (self.state.step, self.began)
         self.saved_step = self.state.step
         if self.tr.tensorboard:
@@ -172,6 +176,8 @@ class Trainer:
         """Start an episode, remembering how, so that resume can start it the same way."""
         st = self.state
         st.episode_actions = []
+        if self.memory is not None:
+            self.memory.reset()
         st.noise_seed = int(self.rng.integers(2**62))
         self.noise.restart(st.noise_seed)
         if st.step == 0 and st.episode == 0:
@@ -228,11 +234,14 @@ class Trainer:
         """One env step with a random (prefill) or policy action, stored in replay."""
         st, began = self.state, time.perf_counter()
         noise = self.noise.next()
-        action = random_action_from(self.spec, noise) if st.step <= self.tr.prefill \
-            else self.agent.act(self.obs, noise=noise)
+        prefill = st.step <= self.tr.prefill
+        action = random_action_from(self.spec, noise) if prefill \
+            else self.agent.act(self.obs, noise=noise, memory=self.memory)
+        encoded = encode_action(self.spec, action)
+        if prefill:  # the belief follows random actions too
+            self.agent.track(self.obs, encoded, self.memory)
         next_obs, reward, terminated, truncated = self._env_step(action)
         st.episode_actions.append(action.tolist())
-        encoded = encode_action(self.spec, action)
         if st.step > self.tr.prefill:  # a fresh transition: not trained on yet
             self.agent.observe(self.obs, encoded, next_obs, terminated, truncated)
         self.buffer.add(self.obs, encoded, reward, next_obs, terminated, st.episode)
@@ -363,7 +372,10 @@ class Trainer:
     def _write_checkpoint(self, folder: Path) -> None:
         state = {**dataclasses.asdict(dataclasses.replace(self.state, elapsed=self.seconds())),
                  **self.agent.counters()}
-        checkpoint.write(folder, self.agent, self.buffers(), self.rng, state, self.agent.state_tensors())
+        tensors = self.agent.state_tensors()
+        if self.memory is not None:
+            tensors.update({f"memory/{k}": v for k, v in self.memory.state_tensors().items()})
+        checkpoint.write(folder, self.agent, self.buffers(), self.rng, state, tensors)
         runs.save_weights(folder, self.agent.weights())
         self.saved_step = self.state.step
 

@@ -87,7 +87,7 @@ def test_numbers_must_be_finite(field, value):
     ({"env": 5}, "env must be a string, got 5"),
     ({"env": None}, "env must be a string, got null"),
     ({"algo": ["dreamer"]}, "algo must be a string, got ['dreamer']"),
-    ({"algo": "ppo"}, "unknown algo 'ppo' (choose from dreamer, model-free, mbpo, hybrid)"),
+    ({"algo": "ppo"}, "unknown algo 'ppo' (choose from dreamer, model-free, mbpo, hybrid, belief)"),
     ({"preset": 5}, "preset must be a string, got 5"),
     ({"preset": {}}, "preset must be a string, got {}"),
     ({"device": 1}, "device must be a string, got 1"),

@@ -213,6 +213,6 @@ def test_a_run_without_a_world_model_says_what_to_do_instead(untrained_run):
     result = runner.invoke(app, ["imagine", str(run)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "is a model-free run: it has no world model to imagine with" in result.output
-    assert "Train with --algo dreamer, mbpo or hybrid to get a model to imagine with" in result.output
+    assert "Train with --algo dreamer, mbpo, hybrid or belief to get a model to imagine with" in result.output
     assert f"`dreamer evaluate {run}` shows this run's policy" in result.output
     assert not (run / "imagine").exists()

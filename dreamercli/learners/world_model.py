@@ -16,6 +16,7 @@ from ..buffer import ReplayBuffer, SequenceBatch
 from ..config import Config
 from ..models import WorldModel
 from ..optim import FlatAdam
+from .belief import Beliefs
 from .hybrid import Draws
 from .imagination import ImaginationLearner
 from .off_policy import Update
@@ -29,12 +30,14 @@ class ModelLearner:
     COUNTERS = ("owed",)
 
     def __init__(self, world_model: WorldModel, config: Config, device: torch.device, draws: Draws,
-                 imagination: ImaginationLearner | None = None, imagine_due: Callable[[], bool] = lambda: False):
+                 imagination: ImaginationLearner | None = None, imagine_due: Callable[[], bool] = lambda: False,
+                 beliefs: Beliefs | None = None):
         self.world_model, self.train_cfg, self.device, self.draws = world_model, config.train, device, draws
         self.seq_len = config.world_model.seq_len
         self.opt = FlatAdam(world_model, config.world_model.wm_lr, GRAD_CLIP)
         self.imagination, self.imagine_due = imagination, imagine_due
         self.owed = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
+        self.beliefs = beliefs  # a recurrent model's replayed beliefs: what its sequences start from
 
     def learn(self, replay: ReplayBuffer, step: int, rng: np.random.Generator) -> Iterator[Update]:
         """Env step `step`'s model updates: the pretraining at the prefill's last step, then train_ratio's."""
@@ -54,19 +57,28 @@ class ModelLearner:
     def update(self, replay: ReplayBuffer, rng: np.random.Generator, behave: bool) -> dict[str, float] | None:
         """One model update on replayed sequences (model draws), then, with behave, one imagination update."""
         with self.draws(rng) as model_rng:
-            return self.step(replay.sample(self.train_cfg.batch_size, self.seq_len, model_rng, self.device), behave)
+            if self.beliefs is None:
+                return self.step(replay.sample(self.train_cfg.batch_size, self.seq_len, model_rng, self.device), behave)
+            if len(replay) == 0:
+                raise ValueError("cannot sample from an empty replay buffer")
+            start = model_rng.integers(0, len(replay), size=self.train_cfg.batch_size)
+            batch = replay.sequences_at(start, self.seq_len, self.device)
+            return self.step(batch, behave, self.beliefs.starts(replay, start))
 
-    def step(self, batch: SequenceBatch, behave: bool = True) -> dict[str, float] | None:
+    def step(self, batch: SequenceBatch, behave: bool = True, h0: torch.Tensor | None = None
+             ) -> dict[str, float] | None:
         """fit() on a batch, then (with behave) an imagination update from its posterior latents; None: skipped."""
-        metrics, post = self.fit(batch)
+        metrics, post = self.fit(batch, h0)
         if metrics is None or not behave:
             return metrics  # a skipped fit's latents would carry its NaN into the actor-critic too
         behaviour = self.imagination.update(post.detach().flatten(0, 1))
         return None if behaviour is None else {**metrics, **behaviour}
 
-    def fit(self, batch: SequenceBatch) -> tuple[dict[str, float] | None, torch.Tensor | None]:
-        """One gradient step of the world model on replayed sequences: its metrics and posterior latents."""
-        losses, wm_metrics, post = self.world_model.loss(*batch)
+    def fit(self, batch: SequenceBatch, h0: torch.Tensor | None = None
+            ) -> tuple[dict[str, float] | None, torch.Tensor | None]:
+        """One gradient step of the world model on replayed sequences (a recurrent one from the beliefs h0):
+        its metrics and posterior latents."""
+        losses, wm_metrics, post = self.world_model.loss(*batch) if h0 is None else self.world_model.loss(*batch, h0=h0)
         total = sum(losses.values())
         self.opt.zero_grad()
         total.backward()

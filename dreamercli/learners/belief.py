@@ -1,0 +1,181 @@
+"""What a recurrent model believes: while acting (Memory), and at every replayed step (Beliefs).
+
+On a partially observed task one observation does not say where the system is going; the RSSM's
+h_t, built from the episode so far, does. The off-policy learner therefore reads [o_t, h_t]: the
+observation itself (so a fully observed task loses nothing) and the belief (so a hidden velocity
+can be recovered). Replayed beliefs go stale as the model learns, so they are recomputed for the
+whole replay every REFRESH_EVERY env steps and filled in for each new transition in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ..buffer import ReplayBuffer
+from ..config import LearnerConfig
+from ..models.rssm import RSSM
+from .off_policy import OffPolicyLearner
+from .sac import SAC
+
+REFRESH_EVERY = 100  # env steps between recomputing every replayed belief with the current model
+
+
+class Memory:
+    """The belief of n envs while acting: h, z and the last action per row, fresh at an episode start."""
+
+    def __init__(self, n: int, model: RSSM, action_dim: int, device: torch.device):
+        self.h = torch.zeros(n, model.deter, device=device)
+        self.z = torch.zeros(n, model.stoch, device=device)
+        self.action = torch.zeros(n, action_dim, device=device)
+        self.fresh = torch.ones(n, dtype=torch.bool, device=device)
+
+    def reset(self, rows: list[int] | None = None) -> None:
+        """Episode starts of the given rows (all by default): their next step begins from h = 0."""
+        self.fresh[slice(None) if rows is None else rows] = True
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The carried state by name, for a checkpoint of the open episode."""
+        return {"h": self.h, "z": self.z, "action": self.action, "fresh": self.fresh.float()}
+
+    def load_state_tensors(self, part: dict[str, torch.Tensor]) -> None:
+        """Restore state_tensors()."""
+        for name in ("h", "z", "action"):
+            getattr(self, name).copy_(part[name])
+        self.fresh.copy_(part["fresh"] > 0.5)
+
+
+@torch.no_grad()
+def perceive(model: RSSM, memory: Memory, obs: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+    """Advance the rows' beliefs by one observation: h_t = GRU(h_{t-1}, z_{t-1}, a_{t-1}) (0 when fresh), then
+    z_t the posterior mean; returns the states s_t = [h_t, z_t] (n, state). The action follows with `took`."""
+    pick = slice(None) if rows is None else rows
+    h = model.recur(memory.h[pick], memory.z[pick], memory.action[pick])
+    h = torch.where(memory.fresh[pick, None], torch.zeros_like(h), h)
+    state = model.observe_step(h, obs)
+    memory.h[pick], memory.z[pick] = model.split(state)
+    memory.fresh[pick] = False
+    return state
+
+
+def took(memory: Memory, actions: torch.Tensor, rows: list[int] | None = None) -> None:
+    """Record the rows' encoded actions (one-hot or in [-1, 1]): the next transition reads them."""
+    memory.action[slice(None) if rows is None else rows] = actions
+
+
+class Beliefs:
+    """The RSSM's state s_t = [h_t, z_t] and its next h_{t+1} at every replay slot, in step with the replay."""
+
+    COUNTERS = ("believed",)
+
+    def __init__(self, model: RSSM, device: torch.device):
+        self.model, self.device = model, device
+        self.state = torch.zeros(0, model.latent_dim)  # sized to the replay at the first follow()
+        self.next_h = torch.zeros(0, model.deter)
+        self.believed = 0  # transitions (env steps) whose beliefs are filled in
+
+    def follow(self, replay: ReplayBuffer, step: int) -> None:
+        """Fill in the beliefs of the transitions stored since the last call; recompute all when due."""
+        if len(self.state) != replay.capacity:
+            self.state = torch.zeros(replay.capacity, self.model.latent_dim)
+            self.next_h = torch.zeros(replay.capacity, self.model.deter)
+            self.believed = 0
+        if self.believed == 0 or step % REFRESH_EVERY == 0:
+            self.refresh(replay)
+        else:
+            self.extend(replay, min(step - self.believed, len(replay)))
+        self.believed = step
+
+    @torch.no_grad()
+    def extend(self, replay: ReplayBuffer, new: int) -> None:
+        """Beliefs of the `new` newest slots, each carried on from the slot before it in its episode."""
+        for k in range(new, 0, -1):
+            i = (replay.cursor - k) % replay.capacity
+            prev = (i - 1) % replay.capacity
+            older = len(replay) - k > 0  # the slot before i holds an older transition
+            h = self.next_h[prev:prev + 1] if older and replay.episode[prev] == replay.episode[i] \
+                else torch.zeros(1, self.model.deter)
+            self._believe(replay, np.array([i]), h.to(self.device))
+
+    def _believe(self, replay: ReplayBuffer, slots: np.ndarray, h: torch.Tensor) -> torch.Tensor:
+        """Beliefs at the given slots from the carried h (n, deter); returns h_{t+1}."""
+        obs = torch.as_tensor(replay.obs[slots], device=self.device)
+        action = torch.as_tensor(replay.actions[slots], device=self.device)
+        state = self.model.observe_step(h, obs)
+        nxt = self.model.recur(h, state[:, self.model.deter:], action)
+        self.state[slots], self.next_h[slots] = state.cpu(), nxt.cpu()
+        return nxt
+
+    @torch.no_grad()
+    def refresh(self, replay: ReplayBuffer) -> None:
+        """Recompute every stored belief, all episodes at once, step by step from their first stored step.
+
+        Episodes sorted longest first: at step t the ones still going are a prefix, so the batch
+        only shrinks and nothing is padded.
+        """
+        size, cap = len(replay), replay.capacity
+        if size == 0:
+            return
+        order = np.arange(size) if size < cap else (replay.cursor + np.arange(size)) % cap  # oldest first
+        episode = replay.episode[order]
+        starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
+        lengths = np.diff(np.r_[starts, size])
+        longest = np.argsort(-lengths, kind="stable")
+        starts, lengths = starts[longest], lengths[longest]
+        h = torch.zeros(len(starts), self.model.deter, device=self.device)
+        for t in range(int(lengths[0])):
+            going = int(np.searchsorted(-lengths, -t, side="left"))  # episodes longer than t
+            h = self._believe(replay, order[starts[:going] + t], h[:going])
+
+    def starts(self, replay: ReplayBuffer, start: np.ndarray) -> torch.Tensor:
+        """h carried into sequences that begin at the given slots: the slot before's h_{t+1}, or 0 at an episode's
+        start."""
+        if self.believed == 0 or len(self.next_h) != replay.capacity:  # none yet: every sequence starts at h = 0
+            return torch.zeros(len(start), self.model.deter, device=self.device)
+        prev = (start - 1) % replay.capacity
+        age = (start - replay.cursor) % replay.capacity if len(replay) == replay.capacity else start
+        carried = (age > 0) & (replay.episode[prev] == replay.episode[start])
+        h = self.next_h[prev] * torch.as_tensor(carried, dtype=torch.float32)[:, None]
+        return h.to(self.device)
+
+    def inputs(self, slots: np.ndarray, after: bool = False) -> torch.Tensor:
+        """What the off-policy learner reads beside o_t: h_t at the slots, or h_{t+1} after them."""
+        return (self.next_h[slots] if after else self.state[slots, :self.model.deter]).to(self.device)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored beliefs by name: stale by design, so a resume cannot recompute them."""
+        return {"state": self.state, "next_h": self.next_h}
+
+    def load_state_tensors(self, part: dict[str, torch.Tensor]) -> None:
+        """Restore state_tensors(); follow() recomputes them for a replay of another capacity (a new step total)."""
+        self.state, self.next_h = part["state"].clone(), part["next_h"].clone()
+
+    def counters(self) -> dict[str, float]:
+        """The carried-over counter by checkpoint name."""
+        return {"believed": self.believed}
+
+    def load_counters(self, state: dict[str, float]) -> None:
+        """Restore counters() (0 where a checkpoint has none)."""
+        self.believed = int(state.get("believed", 0))
+
+
+class BeliefOffPolicy(OffPolicyLearner):
+    """SAC on replayed transitions whose inputs are [o_t, h_t]: the observation and the model's belief."""
+
+    def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs):
+        super().__init__(sac, cfg, device)
+        self.beliefs = beliefs
+
+    def updates(self, replay: ReplayBuffer, turns: list[bool], rng: np.random.Generator
+                ) -> Iterator[dict[str, float] | None]:
+        """One update per turn on real transitions with their beliefs, the step's batches drawn at once."""
+        if not turns:
+            return iter(())
+        ln = self.cfg
+        slots = rng.integers(0, len(replay), size=ln.sac_batch * len(turns))
+        batch, last = replay.transitions_at(slots, self.device, ln.sac_nstep, ln.sac_discount)
+        batch = batch._replace(obs=torch.cat([batch.obs, self.beliefs.inputs(slots)], -1),
+                               next_obs=torch.cat([batch.next_obs, self.beliefs.inputs(last, after=True)], -1))
+        return self.sac.updates(batch, turns)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE))  # seed_stats and baselines, beside this file (als
 from seed_stats import band, cell, reach, summarize  # noqa: E402
 
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
-OURS = ("dreamer", "model-free", "mbpo", "hybrid")  # dreamer's --algo values, each with default settings
+OURS = ("dreamer", "model-free", "mbpo", "hybrid", "belief")  # dreamer's --algo values, each with default settings
 METHODS = {"CartPole-v1": (*OURS, "ppo", "dqn"), "Pendulum-v1": (*OURS, "sac", "td3")}
 BUDGETS = {"CartPole-v1": {**dict.fromkeys(OURS, 6_000), "ppo": 50_000, "dqn": 50_000},
            "Pendulum-v1": {**dict.fromkeys(OURS, 5_000), "sac": 10_000, "td3": 20_000}}

@@ -152,8 +152,9 @@ def measure(env_id: str, threads: int, overrides: dict, updates: int = 20, algo:
         blocks.append((time.perf_counter() - start) / made[0])
     update_ms = statistics.median(blocks) * 1000
     start = time.perf_counter()
+    memory = agent.memory()  # a recurrent model's belief moves on with each action, as in an episode
     for _ in range(500):
-        agent.act(obs)
+        agent.act(obs, memory=memory)
     act_ms = (time.perf_counter() - start) / 500 * 1000
     # The profilers give figures per call (env step); an env step made made / calls updates.
     made[0] = 0

@@ -124,11 +124,11 @@ class Agent(nn.Module):
         self.to(self.device)
         # The learners, after .to(device): their optimisers pack each network's parameters into flat tensors.
         self.actor_opt = FlatAdam(self.policy, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
-        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt) \
+        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt, spec.obs_dim) \
             if parts.off_policy else None
         self.off_policy: OffPolicyLearner | None = None
         if self.reads_belief:
-            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs)
+            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim)
         elif parts.branching:
             self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
                                             spec.obs_dim, spec.action_dim, self.model_draws)
@@ -249,7 +249,7 @@ class Agent(nn.Module):
 
     def learner_metrics(self) -> dict[str, float]:
         """What the learners allow right now, for the log rows (the trust guard's hybrid/... keys)."""
-        return self.off_policy.metrics() if isinstance(self.off_policy, HybridLearner) else {}
+        return self.off_policy.metrics() if isinstance(self.off_policy, HybridLearner | BeliefOffPolicy) else {}
 
     # -- state -----------------------------------------------------------------------------------
 

@@ -146,6 +146,14 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty replay buffer")
         return self.sequences_at(rng.integers(0, self.size, size=batch_size), seq_len, device)
 
+    def first_steps(self) -> np.ndarray:
+        """The slots that hold an episode's first step (not an episode whose start the ring overwrote)."""
+        slots = np.arange(self.size)
+        if self.size < self.capacity:
+            return slots[(slots == 0) | (self.episode[slots] != self.episode[slots - 1])]
+        age = (slots - self.cursor) % self.capacity
+        return slots[(age > 0) & (self.episode[slots] != self.episode[(slots - 1) % self.capacity])]
+
     def sequences_at(self, start: np.ndarray, seq_len: int, device: torch.device) -> SequenceBatch:
         """The sequences of seq_len steps from slots `start`; steps that leave the start's episode (or the
         stored data) are masked out."""

@@ -467,6 +467,8 @@ def imagine_command(
     display.imagine_table(report["metrics"], report["obs_labels"], table_steps(horizon),
                           f"{report['env']}: |imagined - real|, mean±std over {rollouts} rollouts "
                           f"({report['actions']} actions, seed {report['seed']}, env units)")
+    if "belief_probe" in report:
+        display.belief_table(report["belief_probe"])
     for key in ("json", "png", "gif"):
         typer.echo(report[key])
 

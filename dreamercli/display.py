@@ -295,6 +295,18 @@ def imagine_table(metrics: dict[str, Any], dims: Sequence[str], steps: Sequence[
     out().print(table)
 
 
+def belief_table(probe: dict[str, Any]) -> None:
+    """What the belief recovers of what the observation hides: a linear probe's R^2, on stdout."""
+    table = Table(title=f"what the observation hides, read from the belief: R² of a linear probe on "
+                        f"{probe['steps'] - probe['fit_steps']} held-out steps (1: exact, 0: no better than the mean)")
+    table.add_column("hidden")
+    table.add_column("from the belief", justify="right")
+    table.add_column("from the observation alone", justify="right")
+    for name, belief, obs in zip(probe["hidden"], probe["r2_belief"], probe["r2_observation"], strict=True):
+        table.add_row(name, f"{belief:.2f}", f"{obs:.2f}")
+    out().print(table)
+
+
 def compare_tables(tables: dict[str, list[dict[str, Any]]], headers: Sequence[str], caption: str,
                    cells: Callable[[dict[str, Any]], list[str]]) -> None:
     """A table per env of the groups over seeds, on stdout."""

@@ -308,6 +308,9 @@ def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int 
     dims = obs_labels(config.env, agent.spec.obs_dim)
     meta = {"run": str(run_dir), "env": config.env, "seed": seed, "actions": actions,
             "training_horizon": trained_h, "obs_labels": dims, "state_renderer": has_state_renderer(config.env)}
+    probe = imagine.belief_probe(agent, config.env, seed, limit)  # what the belief recovers of a hidden state
+    if probe is not None:
+        meta["belief_probe"] = probe
     out = run_dir / imagine.OUT_DIR
     runs.write_json(out / "imagine.json", imagine.to_json(result, metrics, meta))
     png = plot_imagination(result, metrics, dims, out / "imagine.png",

@@ -22,7 +22,7 @@ import torch
 
 from .config import DEFAULT_MAX_EPISODE_STEPS
 from .envs import EnvSpec, encode_action, make_env, random_action, to_env_action
-from .learners.belief import perceive
+from .learners.belief import perceive, took
 
 ACTION_SOURCES = ("policy", "random")
 TABLE_STEPS = (1, 5, 10)  # and H: the steps shown in the terminal table
@@ -251,3 +251,70 @@ def to_json(r: Rollouts, metrics: dict[str, Any], meta: dict[str, Any]) -> dict[
             "real_cont": r.real_cont[:, i].tolist(), "imagined_cont": r.imagined_cont[:, i].tolist(),
         })
     return {**meta, "horizon": r.horizon, "metrics": metrics, "rollouts": rollouts}
+
+
+PROBE_STEPS = 600  # real steps of the deterministic policy the probe fits and tests on
+RIDGE = 1e-3  # ridge penalty of the probe (relative to the mean squared input)
+
+
+def _probe_r2(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> np.ndarray:
+    """R^2 per output of a ridge-regularised linear map x -> y fitted on one half, scored on the other."""
+    def padded(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, np.ones((len(x), 1))], 1)
+
+    a = padded(x_fit)
+    penalty = RIDGE * np.mean(a**2) * len(a) * np.eye(a.shape[1])
+    w = np.linalg.solve(a.T @ a + penalty, a.T @ y_fit)
+    residual = ((padded(x_test) @ w - y_test) ** 2).mean(0)
+    return 1.0 - residual / np.maximum(y_test.var(0), 1e-12)
+
+
+@torch.no_grad()
+def belief_probe(agent, env_id: str, seed: int,
+                 max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> dict[str, Any] | None:
+    """How well a recurrent model's belief recovers what the observation hides (None: nothing to say).
+
+    Where the env names what it hides (`hidden`, `hidden_names`, `true_state()`: benchmarks/suite_envs.py),
+    deterministic policy episodes from reset(seed), reset(seed + 1), ... give the belief s_t and the hidden
+    values at each step; a linear probe fitted on the first half of the episodes is scored (R^2) on the
+    rest, beside the same probe from the observation alone: 1 is a perfect read-out, 0 no better than
+    the mean.
+    """
+    if not agent.recurrent:
+        return None
+    env = make_env(env_id, max_episode_steps=max_episode_steps)
+    try:
+        try:
+            hidden, names = env.get_wrapper_attr("hidden"), env.get_wrapper_attr("hidden_names")
+            true_state = env.get_wrapper_attr("true_state")
+        except AttributeError:
+            return None
+        beliefs, observations, truths, episode_of = [], [], [], []
+        episode = 0
+        while len(truths) < PROBE_STEPS or episode < 2:
+            obs, _ = env.reset(seed=seed + episode)
+            memory, done = agent.memory(), False
+            while not done:
+                beliefs.append(perceive(agent.world_model, memory, torch.as_tensor(obs[None], dtype=torch.float32,
+                                                                                    device=agent.device))[0])
+                observations.append(np.asarray(obs, np.float64))
+                truths.append(np.asarray(true_state(), np.float64)[list(hidden)])
+                episode_of.append(episode)
+                action = agent.policy.mode(agent.policy_input(torch.as_tensor(obs[None], dtype=torch.float32,
+                                                                              device=agent.device),
+                                                              beliefs[-1][None]))
+                took(memory, action)
+                agent_side = action[0].argmax().item() if agent.spec.discrete else action[0].cpu().numpy()
+                obs, _, terminated, truncated, _ = env.step(to_env_action(agent.spec, agent_side))
+                done = terminated or truncated
+            episode += 1
+    finally:
+        env.close()
+    x_belief = torch.stack(beliefs).cpu().double().numpy()
+    x_obs, y = np.stack(observations), np.stack(truths)
+    fit = np.asarray(episode_of) < episode // 2
+    test = ~fit
+    r2_belief = _probe_r2(x_belief[fit], y[fit], x_belief[test], y[test])
+    r2_obs = _probe_r2(x_obs[fit], y[fit], x_obs[test], y[test])
+    return {"hidden": list(names), "r2_belief": r2_belief.tolist(), "r2_observation": r2_obs.tolist(),
+            "steps": len(y), "episodes": episode, "fit_steps": int(fit.sum())}

@@ -78,3 +78,13 @@ def test_n_step_transitions_do_not_run_from_the_newest_slot_into_the_oldest():
     for obs, nxt, steps in zip(batch.obs, batch.next_obs, batch.steps, strict=True):
         t = int(obs[1])
         assert steps == min(4, 12 - t) and nxt[1] == t + steps
+
+
+def test_first_steps_are_the_episodes_starts_and_not_one_the_ring_cut():
+    buf = ReplayBuffer(100, 2, 1)
+    fill(buf, [5, 3, 7])
+    assert buf.obs[buf.first_steps(), 1].tolist() == [0, 0, 0]  # t = 0 of each episode
+    ring = ReplayBuffer(10, 2, 1)
+    fill(ring, [5, 3, 7])  # the first episode and the start of the second were overwritten
+    firsts = ring.first_steps()
+    assert ring.obs[firsts].tolist() == [[2, 0]]  # the third episode's start; the second's cut start is none

@@ -89,7 +89,7 @@ def test_every_setting_flag_reaches_its_config_field(fake_train, tmp_path):
 def test_no_flags_give_the_default_config(fake_train, tmp_path):
     assert runner.invoke(app, ["train", "--runs-dir", str(tmp_path)]).exit_code == 0
     [(config, run_dir)] = fake_train.calls
-    assert config == Config() and run_dir.parent == tmp_path and run_dir.name.startswith("CartPole-v1-model-free-s0-")
+    assert config == Config() and run_dir.parent == tmp_path and run_dir.name.startswith("CartPole-v1-belief-s0-")
 
 
 def test_preset_then_config_file_then_flags(fake_train, tmp_path):

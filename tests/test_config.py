@@ -196,7 +196,7 @@ def test_settings_table_has_a_row_per_setting():
     lines = settings_table().splitlines()
     assert lines[0] == "| field | default | help | section |" and len(lines) == 2 + len(SETTINGS)
     assert "| `steps` | `10000; tiny: 300` | Env steps to train for. Must be > 0. | train |" in lines
-    assert any(line.startswith("| `algo` | `model-free` |") and "One of: dreamer, model-free" in line
+    assert any(line.startswith("| `algo` | `belief` |") and "One of: dreamer, model-free, mbpo, hybrid, belief" in line
                for line in lines)
 
 

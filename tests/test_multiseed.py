@@ -50,7 +50,7 @@ def test_plan_names_folders_per_seed(tmp_path):
     named = multiseed.plan(config, [0, 3], tmp_path, "exp", False)
     assert [(c.train.seed, p.name) for c, p in named] == [(0, "exp-s0"), (3, "exp-s3")]
     default = [p.name for _, p in multiseed.plan(config, [1, 2], tmp_path, None, False)]
-    assert default[0].startswith("CartPole-v1-model-free-s1-") and default[0][-15:] == default[1][-15:]
+    assert default[0].startswith("CartPole-v1-belief-s1-") and default[0][-15:] == default[1][-15:]
     (tmp_path / "exp-s3").mkdir()
     with pytest.raises(runs.RunError, match="--force"):
         multiseed.plan(config, [0, 3], tmp_path, "exp", False)

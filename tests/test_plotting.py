@@ -51,7 +51,7 @@ KIND = {"wm/loss": "loss", "wm/prior_nll": "loss", "wm/consistency": "loss", "wm
 RETURN_KEYS = ["eval/return_mean", "eval/return_std", "eval/return_min", "eval/return_max", "eval/episodes",
                "train/episode_return"]
 SECTIONS = ["Policy: returns, episode length and entropy", "World model", "Actor-critic trained in imagination",
-            "Off-policy learner (SAC)", "Model-trust guard: how far the model is trusted", "Run"]
+            "Off-policy learner (SAC)", "Model use: how far the model is trusted, how much the learner reads it", "Run"]
 
 
 def every_area_run(root):

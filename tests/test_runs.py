@@ -96,7 +96,7 @@ def test_existing_folder_needs_force(tmp_path):
         runs.prepare_run_dir(tmp_path, "taken", config, force=False)
     assert runs.prepare_run_dir(tmp_path, "taken", config, force=True) == tmp_path / "taken"
     name = runs.prepare_run_dir(tmp_path, None, config, force=False).name
-    assert name.startswith("CartPole-v1-model-free-s0-")  # the default algo
+    assert name.startswith("CartPole-v1-belief-s0-")  # the default algo
 
 
 def test_spec_survives_the_round_trip(pendulum_run):
@@ -129,7 +129,7 @@ def test_a_config_without_algo_is_a_dreamer_run_whatever_the_default(cartpole_ru
     del data["algo"]
     runs.write_json(old / "config.json", data)
     config, spec = runs.load_config(old)
-    assert config.algo == "dreamer" and from_preset("default").algo == "model-free"
+    assert config.algo == "dreamer" and from_preset("default").algo == "belief"
     agent = Agent(config, spec)
     agent.load_weights(runs.load_weights(old))  # the names fit: no error
 

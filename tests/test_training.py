@@ -155,7 +155,8 @@ def test_stop_at_return_registered_is_the_envs_threshold_and_is_refused_where_th
 @pytest.mark.parametrize("overrides, message", [
     ({"steps": 100}, "steps 100 is not more than the prefill of 250 random-action steps"),
     ({"steps": 250}, "steps 250 is not more than the prefill of 250"),
-    ({"sac_ratio": 0}, "sac_ratio 0 makes no update of model-free's off-policy learner"),
+    ({"sac_ratio": 0}, "sac_ratio 0 makes no update of belief's off-policy learner"),
+    ({"algo": "model-free", "sac_ratio": 0}, "sac_ratio 0 makes no update of model-free's"),
     ({"algo": "mbpo", "sac_ratio": 0}, "sac_ratio 0 makes no update of mbpo's"),
     ({"algo": "hybrid", "sac_ratio": 0}, "sac_ratio 0 makes no update of hybrid's"),
 ])

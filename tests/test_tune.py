@@ -60,7 +60,7 @@ def test_score_rewards_learning_fast():
 
 def test_space_follows_the_algo_the_file_and_the_flags(tmp_path):
     base = from_preset("default")
-    model_free = tune.space_for(base, set(), None)
+    model_free = tune.space_for(with_overrides(base, {"algo": "model-free"}), set(), None)
     assert {"sac_lr", "sac_ratio", "prefill"} <= set(model_free) and not {"wm_lr", "horizon"} & set(model_free)
     dreamer = tune.space_for(with_overrides(base, {"algo": "dreamer"}), set(), None)
     assert {"wm_lr", "horizon", "train_ratio", "prefill"} <= set(dreamer) and "sac_lr" not in dreamer

@@ -129,6 +129,17 @@ class Beliefs:
             going = int(np.searchsorted(-lengths, -t, side="left"))  # episodes longer than t
             h = self._believe(replay, order[starts[:going] + t], h[:going])
 
+    @staticmethod
+    def sequence_starts(replay: ReplayBuffer, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Where the model's n training sequences begin: half at uniformly drawn steps, half at episodes' first
+        steps, where the belief starts from h = 0 as acting does, and what is seen there (a cue) is in the
+        window with what it later decides; uniform starts alone put an episode's start in few windows."""
+        start = rng.integers(0, len(replay), size=n)
+        firsts = replay.first_steps()
+        if len(firsts):
+            start[:n // 2] = firsts[rng.integers(0, len(firsts), size=n // 2)]
+        return start
+
     def starts(self, replay: ReplayBuffer, start: np.ndarray) -> torch.Tensor:
         """h carried into sequences that begin at the given slots: the slot before's h_{t+1}, or 0 at an episode's
         start."""
@@ -164,9 +175,32 @@ class Beliefs:
 class BeliefOffPolicy(OffPolicyLearner):
     """SAC on replayed transitions whose inputs are [o_t, h_t]: the observation and the model's belief."""
 
-    def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs):
+    def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs, obs_dim: int):
         super().__init__(sac, cfg, device)
-        self.beliefs = beliefs
+        self.beliefs, self.obs_dim = beliefs, obs_dim
+        self.replay: ReplayBuffer | None = None  # the replay of the last step, for metrics()
+
+    def before_updates(self, replay: ReplayBuffer, rng: np.random.Generator) -> None:
+        """Remember the replay: metrics() reads its newest transitions."""
+        self.replay = replay
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, float]:
+        """hybrid/belief_share: the share of the critics' first-layer input signal that comes from the belief.
+
+        Each input j counts ||W_j|| * rms(x_j) (its weights in every critic, times its size over the
+        newest replayed steps), so 0 means the learner ignores the model and 1 that it reads nothing else.
+        """
+        if self.replay is None or self.beliefs.believed == 0:
+            return {}
+        n = min(len(self.replay), 256)
+        slots = (self.replay.cursor - 1 - np.arange(n)) % self.replay.capacity
+        x = self.sac.features(torch.cat([torch.as_tensor(self.replay.obs[slots], device=self.device),
+                                         self.beliefs.inputs(slots)], -1))
+        columns = x.shape[-1]
+        weight = self.sac.critics.weights[0][:, :columns]  # (members, inputs[, + actions], hidden)
+        signal = weight.pow(2).sum((0, 2)).sqrt() * x.pow(2).mean(0).sqrt()
+        return {"hybrid/belief_share": (signal[self.obs_dim:].sum() / signal.sum().clamp_min(1e-12)).item()}
 
     def updates(self, replay: ReplayBuffer, turns: list[bool], rng: np.random.Generator
                 ) -> Iterator[dict[str, float] | None]:

@@ -61,7 +61,7 @@ class ModelLearner:
                 return self.step(replay.sample(self.train_cfg.batch_size, self.seq_len, model_rng, self.device), behave)
             if len(replay) == 0:
                 raise ValueError("cannot sample from an empty replay buffer")
-            start = model_rng.integers(0, len(replay), size=self.train_cfg.batch_size)
+            start = self.beliefs.sequence_starts(replay, self.train_cfg.batch_size, model_rng)
             batch = replay.sequences_at(start, self.seq_len, self.device)
             return self.step(batch, behave, self.beliefs.starts(replay, start))
 

@@ -42,3 +42,15 @@ def test_loading_a_run_uses_its_threads_setting_unless_told(cartpole_run):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_act_carries_the_belief_within_an_episode_and_first_starts_it_afresh():
+    agent = DreamerLite(env_name="Pendulum-v1", preset="tiny")  # the default algo: a recurrent belief
+    obs = np.array([1.0, 0.0, 0.5], np.float32)
+    agent.act(obs, first=True)
+    assert not agent.memory.h.any()  # h = 0 at an episode's first observation
+    agent.act(obs)
+    carried = agent.memory.h.clone()
+    assert carried.any()  # the second step reads the first
+    agent.act(obs, first=True)
+    assert not agent.memory.h.any() and not torch.equal(agent.memory.h, carried)

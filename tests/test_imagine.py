@@ -216,3 +216,29 @@ def test_a_run_without_a_world_model_says_what_to_do_instead(untrained_run):
     assert "Train with --algo dreamer, mbpo, hybrid or belief to get a model to imagine with" in result.output
     assert f"`dreamer evaluate {run}` shows this run's policy" in result.output
     assert not (run / "imagine").exists()
+
+
+def test_the_probe_scores_a_linear_read_out_on_held_out_steps():
+    from dreamercli.imagine import _probe_r2
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6))
+    y = np.stack([x @ rng.normal(size=6), rng.normal(size=400)], 1)  # one readable output, one noise
+    r2 = _probe_r2(x[:200], y[:200], x[200:], y[200:])
+    assert r2[0] > 0.99 and abs(r2[1]) < 0.1
+
+
+def test_imagine_on_a_belief_run_says_what_the_belief_recovers_of_the_hidden_state(untrained_run):
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # suite_envs, as the suite runs
+    run = untrained_run("suite_envs:CartPoleNoVel", algo="belief")
+    result = runner.invoke(app, ["imagine", str(run), "--horizon", "3", "--rollouts", "2", "--trust-env-code"])
+    assert result.exit_code == 0, result.output
+    assert "cart velocity" in result.output and "from the belief" in result.output
+    probe = json.loads((run / "imagine" / "imagine.json").read_text())["belief_probe"]
+    assert probe["hidden"] == ["cart velocity", "pole angular velocity"] and probe["steps"] >= 600
+    assert all(np.isfinite(probe["r2_belief"])) and all(np.isfinite(probe["r2_observation"]))
+    plain = untrained_run("CartPole-v1", algo="belief")  # an env that names nothing hidden: no probe
+    assert runner.invoke(app, ["imagine", str(plain), "--horizon", "3", "--rollouts", "2"]).exit_code == 0
+    assert "belief_probe" not in json.loads((plain / "imagine" / "imagine.json").read_text())

@@ -10,7 +10,7 @@ from dreamercli.agent import Agent
 from dreamercli.buffer import TransitionBatch
 from dreamercli.config import ConfigError, validate
 from dreamercli.envs import make_env, spec_of
-from dreamercli.learners.novelty import MOMENTS_EMA, RandomDistillation, pays
+from dreamercli.learners.novelty import MOMENTS_EMA, RandomDistillation, pays, tells_where
 from dreamercli.training import train
 
 
@@ -192,3 +192,40 @@ def test_the_bonus_pays_while_the_replays_rewards_are_quiet_and_no_episode_has_e
     rewarded = np.zeros(100, np.float32)
     rewarded[:5] = 1.0  # a sparse reward found on 5% of the replay: a deviation of 0.22
     assert pays(np.zeros(100, np.float32), ends, 1.0) and not pays(rewarded, ends, 1.0)
+
+
+def pendulum_like(g: torch.Generator, n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pendulum-v1's reward on random states and actions: -(theta^2 + 0.1 theta_dot^2 + 0.001 a^2)."""
+    theta, speed, a = (torch.rand(n, generator=g) * 2 - 1) * 3.14, (torch.rand(n, generator=g) * 2 - 1) * 8, \
+        torch.rand(n, 1, generator=g) * 2 - 1
+    return -(theta ** 2 + 0.1 * speed ** 2 + 0.001 * a[:, 0] ** 2), a
+
+
+@pytest.mark.parametrize("scale", [100.0, 1.0, 0.01])
+def test_a_dense_reward_of_the_state_tells_where_to_go_and_a_cost_of_the_action_does_not(scale):
+    g = torch.Generator().manual_seed(0)
+    reward, a = pendulum_like(g)
+    assert tells_where(scale * reward, a)  # in any units: at 0.01 as quiet as the cost below
+    cost = -0.1 * a[:, 0] ** 2  # MountainCarContinuous-v0 before the flag: the action's cost alone
+    assert not tells_where(scale * cost, a)
+    assert not tells_where(scale * cost + 0.001 * scale * torch.randn(128, generator=g), a)  # and a little noise
+    sparse = torch.zeros(128)
+    sparse[:5] = scale  # a sparse reward (BeaconReach) is left to the replay's own test
+    assert not tells_where(sparse, a) and not tells_where(torch.full((128,), -scale), a)
+    onehot = torch.nn.functional.one_hot(torch.randint(3, (128,), generator=g), 3).float()
+    assert not tells_where(scale * onehot @ torch.tensor([-1.0, -0.5, -2.0]), onehot)  # a cost per discrete action
+    assert tells_where(scale * reward, onehot)
+
+
+def test_a_step_whose_first_batch_tells_where_pays_no_bonus_and_fits_nothing():
+    env = make_env("Pendulum-v1")
+    torch.manual_seed(0)
+    sac = Agent(tiny("Pendulum-v1", algo="model-free", sac_novelty=1.0), spec_of(env)).sac
+    g = torch.Generator().manual_seed(1)
+    reward, a = pendulum_like(g, 16)
+    obs = torch.randn(16, 3, generator=g)
+    for quiet, pays_now in ((0.01 * reward, False), (-0.1 * a[:, 0] ** 2, True)):
+        sac.novelty.paying, sac.novelty.fit_due = True, True  # as the trainer sets them from a quiet replay
+        logged = sac.update(TransitionBatch(obs, a, quiet, obs, torch.zeros(16), torch.ones(16)))
+        assert sac.novelty.paying == pays_now and ("sac/novelty_error" in logged) == pays_now
+    assert sac.novelty.updates.item() == 1  # fitted once: on the action's cost

@@ -6,11 +6,11 @@ import torch.nn.functional as F
 
 from dreamercli.learners.off_policy import actor_turns
 from dreamercli.learners.policy import Actor
-from dreamercli.learners.sac import SAC, SACSettings, TransitionBatch
+from dreamercli.learners.sac import REWARD_EMA, SAC, SACSettings, TransitionBatch
 from dreamercli.nets import symlog
 from dreamercli.optim import FlatAdam
 
-KEYS = {"sac/q_loss", "sac/actor_loss", "sac/alpha", "sac/entropy", "sac/q_mean"}
+KEYS = {"sac/q_loss", "sac/actor_loss", "sac/alpha", "sac/entropy", "sac/q_mean", "sac/reward_unit"}
 DIMS = {True: (4, 2), False: (3, 1)}  # CartPole-v1, Pendulum-v1
 
 
@@ -207,7 +207,7 @@ def test_a_critic_update_moves_the_critics_and_leaves_actor_and_temperature(disc
     policy, critics, alpha = snapshot(actor), snapshot(sac.critics), sac.log_alpha.item()
     grad = sac.actor_opt.param.grad.clone()  # the full update's, still there
     metrics = sac.update(random_batch(discrete), actor=False)
-    assert set(metrics) == {"sac/q_loss", "sac/q_mean"}
+    assert set(metrics) == {"sac/q_loss", "sac/q_mean", "sac/reward_unit"}
     assert all(torch.equal(old, new) for old, new in zip(policy, snapshot(actor), strict=True))
     assert sac.log_alpha.item() == alpha
     assert any(not torch.equal(old, new) for old, new in zip(critics, snapshot(sac.critics), strict=True))
@@ -235,3 +235,75 @@ def test_the_actor_takes_the_last_of_a_steps_updates_as_many_as_are_owed():
     assert actor_turns(10, 1.0) == [False] * 9 + [True]
     assert actor_turns(10, 2.7) == [False] * 8 + [True] * 2  # whole turns only; the rest waits for the next step
     assert actor_turns(3, 10.0) == [True] * 3 and actor_turns(4, 0.5) == [False] * 4 and actor_turns(0, 3.0) == []
+
+
+def trained(discrete: bool, rewards: list[torch.Tensor], seed: int = 15) -> SAC:
+    """A SAC after one update per reward tensor, on batches that differ in nothing else; the actor in every
+    third update. The same seed draws the same weights, batches, dropout and action noise."""
+    torch.manual_seed(seed)
+    sac, _ = build(discrete)
+    g = torch.Generator().manual_seed(seed)
+    for k, reward in enumerate(rewards):
+        torch.manual_seed(seed + 1 + k)  # the same draws inside the update, whatever the rewards
+        batch = random_batch(discrete, reward=reward)
+        obs_dim = DIMS[discrete][0]
+        batch = batch._replace(obs=torch.randn(16, obs_dim, generator=g),
+                               next_obs=torch.randn(16, obs_dim, generator=g))
+        assert sac.update(batch, actor=k % 3 == 2) is not None
+    return sac
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_rewards_times_c_train_as_the_rewards_in_units_of_their_size(discrete):
+    # Rewards of Pendulum-v1's size (-16 to 0), and the same times 100 and times 0.25: the critics learn
+    # rewards / max(1, running 95th percentile of |reward|), the same numbers in all three.
+    g = torch.Generator().manual_seed(0)
+    rewards = [-16 * torch.rand(16, generator=g) for _ in range(12)]
+    base = trained(discrete, rewards)
+    assert base.reward_unit().item() > 10
+    for c in (100.0, 0.25):
+        scaled = trained(discrete, [c * r for r in rewards])
+        assert scaled.reward_scale.item() == pytest.approx(c * base.reward_scale.item(), rel=1e-5)
+        for a, b in zip(snapshot(base.critics, base.actor), snapshot(scaled.critics, scaled.actor), strict=True):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (c, (a - b).abs().max())
+        assert scaled.log_alpha.item() == pytest.approx(base.log_alpha.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_a_constant_reward_times_100_trains_to_the_bit_as_a_reward_of_1(discrete):
+    # CartPole-v1 and the same task times 100: 100 / 100 is 1 exactly, and so is every later step.
+    ones = [torch.ones(16) for _ in range(12)]
+    plain, scaled = trained(discrete, ones), trained(discrete, [100 * r for r in ones])
+    assert plain.reward_unit().item() == 1.0 and scaled.reward_unit().item() == 100.0
+    for a, b in zip(snapshot(plain.critics, plain.actor), snapshot(scaled.critics, scaled.actor), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_rewards_within_one_reach_the_critics_as_they_are(discrete):
+    # Rewards of +-1 or less (CartPole, Acrobot, the sparse goals): the unit stays exactly 1, and the
+    # targets are built from the batch's own reward tensor, so such a task trains as it did before.
+    g = torch.Generator().manual_seed(1)
+    sac = trained(discrete, [torch.rand(16, generator=g) * 2 - 1 for _ in range(6)] + [torch.ones(16), -torch.ones(16)])
+    assert 0.9 < sac.reward_scale.item() <= 1.0 and sac.reward_unit().item() == 1.0
+    batch = random_batch(discrete, reward=torch.rand(16) * 2 - 1)
+    rewards, _, _ = sac.bootstrap(batch)
+    assert rewards is batch.rewards
+
+
+def test_the_reward_scale_follows_the_95th_percentile_of_the_batches():
+    torch.manual_seed(16)
+    sac, _ = build(False)
+    assert sac.reward_scale.item() == 0.0 and sac.reward_unit().item() == 1.0  # unset: the first batch sets it
+    first = -torch.arange(1.0, 101.0)  # |r| = 1 .. 100: its 95th percentile (an order statistic) is 95
+    sac.observe_rewards(first)
+    assert sac.reward_scale.item() == 95.0 and sac.reward_unit().item() == 95.0
+    sac.observe_rewards(first * 3)  # then a step of REWARD_EMA toward each batch's
+    assert sac.reward_scale.item() == pytest.approx(95.0 + REWARD_EMA * (285.0 - 95.0))
+    before = sac.reward_scale.item()
+    sac.observe_rewards(torch.tensor([1.0, float("nan")]))  # a non-finite batch moves nothing
+    assert sac.reward_scale.item() == before
+    for _ in range(2000):
+        sac.observe_rewards(torch.full((16,), 0.5))  # rewards inside [-1, 1]: the unit falls back to 1
+    assert sac.reward_scale.item() == pytest.approx(0.5, abs=1e-3) and sac.reward_unit().item() == 1.0
+    assert "reward_scale" in sac.state_dict()  # saved with the weights, so that a resumed run goes on

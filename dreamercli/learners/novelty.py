@@ -16,6 +16,10 @@ the data has not been. The rules below and their measurements: docs/exploration.
   states pays for falling over).
 - Paid only while the replay's rewards are quiet: their standard deviation below a tenth of
   `sac_novelty`; a reward that varies from the first step tells the learner where to go alone.
+- And not on an env step whose first batch holds a dense reward that the action alone does not
+  explain (`tells_where`): the same rule without units. A dense reward 100 times smaller than
+  Pendulum-v1's is as quiet as MountainCarContinuous-v0's action cost, but it depends on the state,
+  and the cost does not (docs/reward-scale.md).
 - Observations are standardised by running moments before both networks (RND's recipe), so
   that a small-range dimension is not lost beside a large one.
 - Fitted once per env step, paid at every update: the step's first SAC update (`fit_due`) trains
@@ -34,12 +38,28 @@ FEATURES = 32  # size of the random target's output
 MOMENTS_EMA = 0.1  # rate per env step at which the observation moments, the error's mean and the value spread move
 SEED_OFFSET = 2  # the networks' seed: the run's plus this (the world model's stream is seeded from (seed, 1))
 QUIET_REWARDS = 0.1  # the bonus pays while the replay's rewards deviate by less than this times sac_novelty
+DENSE = 0.5  # rewards are dense when fewer than this share of a batch's equal its median (sparse: mostly one value)
+ACTION_EXPLAINED = 0.5  # ... and the action's cost alone when [1, a, a^2] explain this share of their variance
 
 
 def pays(rewards: np.ndarray, terminated: np.ndarray, weight: float) -> bool:
     """Whether the bonus pays at this env step, from the replay's rewards and end flags: no real episode
     end yet, and rewards that vary by less than a tenth of the bonus's mean size (weight)."""
     return not terminated.any() and float(rewards.std()) < QUIET_REWARDS * weight
+
+
+@torch.no_grad()
+def tells_where(rewards: torch.Tensor, actions: torch.Tensor) -> bool:
+    """Whether a batch's rewards already say where to go, in no unit: dense (most differ from their
+    median), and not a function of the action alone (a least-squares fit on [1, a, a^2] leaves more
+    than half their variance). Rewards (B,), actions (B, A): one-hot or continuous."""
+    if (rewards == rewards.median()).float().mean().item() >= DENSE:
+        return False  # constant or sparse: nothing found yet, or too little to steer by
+    x = torch.cat([torch.ones_like(rewards)[:, None], actions, actions.square()], -1).double()  # (B, 1 + 2A)
+    r = rewards.double()
+    fit = x @ torch.linalg.lstsq(x, r[:, None]).solution  # (B, 1)
+    left = (r - fit.squeeze(-1)).square().sum() / (r - r.mean()).square().sum()
+    return left.item() > 1 - ACTION_EXPLAINED
 
 
 class RandomDistillation(nn.Module):

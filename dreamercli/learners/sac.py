@@ -20,9 +20,9 @@ from torch import nn
 
 from ..buffer import TransitionBatch
 from ..config import LearnerConfig
-from ..nets import symlog
+from ..nets import follow_, symlog
 from ..optim import FlatAdam
-from .novelty import RandomDistillation
+from .novelty import RandomDistillation, tells_where
 from .policy import Actor
 
 GRAD_CLIP = 100.0  # like every other optimiser of the project (agent.GRAD_CLIP)
@@ -31,6 +31,11 @@ GRAD_CLIP = 100.0  # like every other optimiser of the project (agent.GRAD_CLIP)
 # floors the entropy at 0.03 for two actions); docs/model-free.md.
 DISCRETE_ENTROPY_SHARE = 0.5
 LN_EPS = 1e-5  # F.layer_norm's default
+# Reward units (docs/reward-scale.md): the critics learn rewards divided by max(1, the running 95th
+# percentile of |reward|), so a task's rewards times c (large enough that the percentile passes 1)
+# trains as the task itself, and every task whose rewards stay within [-1, 1] trains as it did.
+REWARD_QUANTILE = 0.95
+REWARD_EMA = 0.01  # rate per SAC update at which the percentile moves (the first batch sets it)
 
 
 # SAC's settings are the sac_* fields of config.LearnerConfig (one place for their defaults);
@@ -148,8 +153,11 @@ class SAC(nn.Module):
     """Critics, target critics and temperature of soft actor-critic, training the agent's actor."""
 
     def __init__(self, cfg: SACSettings, obs_dim: int, action_dim: int, discrete: bool, actor: Actor,
-                 actor_opt: FlatAdam):
+                 actor_opt: FlatAdam, novelty_dim: int | None = None):
+        """novelty_dim: the leading inputs that are the observation (the novelty bonus reads those alone;
+        the rest, a world model's belief, changes as the model learns); all of them by default."""
         super().__init__()
+        self.novelty_dim = obs_dim if novelty_dim is None else novelty_dim
         self.cfg, self.discrete, self.action_dim = cfg, discrete, action_dim
         # Not registered as a submodule: the agent owns the actor and its weights' names.
         object.__setattr__(self, "actor", actor)
@@ -168,15 +176,35 @@ class SAC(nn.Module):
                                else -float(action_dim))
         self.critic_opt = FlatAdam(self.critics, cfg.sac_lr, GRAD_CLIP)
         # Built only when on, so that runs without it draw the same initial weights as before it existed.
-        self.novelty = RandomDistillation(obs_dim, cfg.sac_hidden, cfg.sac_layers).to(device) \
+        self.novelty = RandomDistillation(self.novelty_dim, cfg.sac_hidden, cfg.sac_layers).to(device) \
             if cfg.sac_novelty > 0 else None
         self.novelty_opt = None if self.novelty is None else FlatAdam(self.novelty.predictor, cfg.sac_lr, GRAD_CLIP)
         # FlatAdam reads parameters from a module; the list wrapper is not kept, log_alpha stays ours.
         self.alpha_opt = FlatAdam(nn.ParameterList([self.log_alpha]), cfg.sac_lr, GRAD_CLIP)
+        # The running 95th percentile of |reward| (0: no batch seen yet); reward_unit() reads it.
+        self.register_buffer("reward_scale", torch.zeros((), device=device))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """What actor and critics read: symlog of the raw observation."""
         return symlog(obs)
+
+    def reward_unit(self) -> torch.Tensor:
+        """What the critics' rewards are divided by: max(1, running 95th percentile of |reward|), 0-d.
+
+        Never below 1, as DreamerV3's max(1, S) of return ranges: rewards already within [-1, 1] are
+        left as they are (a task of +-1 or sparse 0/1 rewards trains bit for bit as without it), and
+        larger ones are brought to that size, so Q, the temperature and the novelty bonus all work in
+        units that do not depend on the task's.
+        """
+        return self.reward_scale.clamp_min(1.0)
+
+    @torch.no_grad()
+    def observe_rewards(self, rewards: torch.Tensor) -> None:
+        """Move reward_scale toward a batch's 95th percentile of |reward|; a non-finite batch is ignored."""
+        size = rewards.abs()
+        high = size.kthvalue(max(1, math.ceil(REWARD_QUANTILE * size.numel()))).values  # an order statistic
+        if math.isfinite(high.item()):
+            follow_(self.reward_scale, high, REWARD_EMA)
 
     def optimisers(self) -> dict[str, FlatAdam]:
         """SAC's own optimisers (the actor's belongs to the agent), for checkpoints."""
@@ -196,13 +224,18 @@ class SAC(nn.Module):
         return q.min(0).values if q.shape[0] == 2 else q.mean(0)
 
     def bootstrap(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """The batch's rewards (RND bonus added while it pays), the factor on the value of s', and the
-        predictor's loss when this update fits it."""
+        """The batch's rewards in reward_unit()s (RND bonus added while it pays), the factor on the value
+        of s', and the predictor's loss when this update fits it."""
         gamma = self.cfg.sac_discount if self.cfg.sac_nstep == 1 else self.cfg.sac_discount ** batch.steps  # gamma^n
         keep = gamma * (1 - batch.terminated)  # (B,)
-        rewards, extra = batch.rewards, {}
+        unit = self.reward_unit()
+        rewards, extra = (batch.rewards if unit.item() == 1.0 else batch.rewards / unit), {}
+        if self.novelty is not None and self.novelty.paying and self.novelty.fit_due \
+                and tells_where(batch.rewards, batch.actions):
+            self.novelty.paying = False  # for this env step: its first batch has a reward that says where to go
         if self.novelty is not None and self.novelty.paying:  # RND: pay for arriving where the replay has little data
-            bonus, novelty_loss = self.novelty.pay(batch.next_obs)  # the loss on the env step's first update only
+            # The loss on the env step's first update only.
+            bonus, novelty_loss = self.novelty.pay(batch.next_obs[:, :self.novelty_dim])
             rewards = rewards + self.cfg.sac_novelty * bonus
             extra = {} if novelty_loss is None else {"novelty_loss": novelty_loss}
         return rewards, keep, extra
@@ -312,7 +345,10 @@ class SAC(nn.Module):
     def update(self, batch: TransitionBatch, actor: bool = True,
                next_policy: tuple[torch.Tensor, torch.Tensor] | None = None,
                features: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float] | None:
-        """One step of critics (and with actor, of actor and temperature), then the targets; None on a NaN/inf."""
+        """One step of critics (and with actor, of actor and temperature), then the targets; None on a NaN/inf.
+
+        The batch's rewards first move the reward scale, so that even the run's first update sees its units."""
+        self.observe_rewards(batch.rewards)
         losses, metrics, critics_backward = self.losses(batch, actor, next_policy, features)
         total = losses["q_loss"] if len(losses) == 1 else sum(losses.values())
         if not math.isfinite(total.item()):
@@ -336,7 +372,9 @@ class SAC(nn.Module):
             if not opt.step():  # checks its own gradient (all that a critics-only update has)
                 return None
         self.update_targets()
-        logged = {"sac/q_loss": losses["q_loss"], "sac/q_mean": metrics["q_mean"]}
+        unit = self.reward_unit()
+        # Q in the task's reward units; q_loss in reward_unit()s squared, as the critics minimise it.
+        logged = {"sac/q_loss": losses["q_loss"], "sac/q_mean": metrics["q_mean"] * unit, "sac/reward_unit": unit}
         if actor:
             logged.update({"sac/actor_loss": losses["actor_loss"], "sac/alpha": self.log_alpha.exp(),
                            "sac/entropy": metrics["entropy"]})

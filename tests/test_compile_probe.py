@@ -23,7 +23,8 @@ def load_probe():
 def test_the_probes_update_is_sacs_critics_only_update(discrete):
     torch.manual_seed(3)
     sac, _ = build(discrete, sac_dropout=0.0)  # no draws, so both take the same step
-    batch = random_batch(discrete)
+    # Rewards within [-1, 1]: SAC's reward unit is then 1, and the probe's copy (which has none) the same maths.
+    batch = random_batch(discrete)._replace(rewards=random_batch(discrete).rewards.clamp(-1.0, 1.0))
     f, f_next = sac.features(batch.obs), sac.features(batch.next_obs)
     policy = sac.next_policy(f_next)
     flat = [p for layer in sac.critics.layers for p in layer]

@@ -140,7 +140,7 @@ def test_smoke_suite_runs_every_task_and_method_and_writes_the_scoreboard(tmp_pa
     data = json.loads((tmp_path / "suite.json").read_text())
     records = data["records"]
     ours = suite.default_algo()
-    assert ours == "model-free"
+    assert ours == "belief"
     expected = {(name, m) for name, t in suite.TASKS.items() for m in (ours, *t["baselines"])}
     assert sorted((r["env"], r["method"]) for r in records) == sorted(expected)  # each once, seed 0
     for r in records:

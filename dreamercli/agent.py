@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .buffer import ReplayBuffer
@@ -160,7 +159,7 @@ class Agent(nn.Module):
         if self.parts.reads_latent:
             return state if self.recurrent else self.world_model.encode_mean(obs)
         if self.reads_belief:
-            return symlog(torch.cat([obs, state[..., :self.world_model.deter]], -1))
+            return symlog(torch.cat([obs, self.world_model.split(state)[0]], -1))
         return symlog(obs)
 
     def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
@@ -169,7 +168,7 @@ class Agent(nn.Module):
         if self.parts.reads_latent:
             return z
         if self.reads_belief:
-            return torch.cat([self.world_model.decoder(z), symlog(z[..., :self.world_model.deter])], -1)
+            return torch.cat([self.world_model.decoder(z), symlog(self.world_model.split(z)[0])], -1)
         return self.world_model.decoder(z)
 
     def model_draws(self, rng: np.random.Generator | None = None
@@ -208,9 +207,8 @@ class Agent(nn.Module):
             action = actor.explore(x, torch.as_tensor(np.asarray(noise, np.float32), device=self.device))
         else:
             action = actor.rollout_action(x, actor.noise(x.shape[:1], x.device))[0]
-        if state is not None:
-            took(memory, F.one_hot(action.argmax(-1), self.spec.action_dim).float() if self.spec.discrete else action,
-                 rows)
+        if state is not None:  # every actor path gives discrete actions one-hot: the encoded action already
+            took(memory, action, rows)
         action = action.cpu().numpy()
         return action.argmax(-1) if self.spec.discrete else action
 

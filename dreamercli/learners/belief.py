@@ -104,7 +104,7 @@ class Beliefs:
         obs = torch.as_tensor(replay.obs[slots], device=self.device)
         action = torch.as_tensor(replay.actions[slots], device=self.device)
         state = self.model.observe_step(h, obs)
-        nxt = self.model.recur(h, state[:, self.model.deter:], action)
+        nxt = self.model.recur(h, self.model.split(state)[1], action)
         self.state[slots], self.next_h[slots] = state.cpu(), nxt.cpu()
         return nxt
 
@@ -153,7 +153,7 @@ class Beliefs:
 
     def inputs(self, slots: np.ndarray, after: bool = False) -> torch.Tensor:
         """What the off-policy learner reads beside o_t: h_t at the slots, or h_{t+1} after them."""
-        return (self.next_h[slots] if after else self.state[slots, :self.model.deter]).to(self.device)
+        return (self.next_h[slots] if after else self.model.split(self.state[slots])[0]).to(self.device)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The stored beliefs by name: stale by design, so a resume cannot recompute them."""

@@ -130,7 +130,7 @@ class RSSM(nn.Module):
         states, nexts = [], []
         for t in range(L):
             s = torch.cat([h, self.posterior(h, embedded[:, t])[0]], -1)
-            h = self.recur(h, s[:, self.deter:], actions[:, t])
+            h = self.recur(h, self.split(s)[1], actions[:, t])
             states.append(s)
             nexts.append(h)
         return torch.stack(states, 1), torch.stack(nexts, 1)

@@ -59,6 +59,8 @@ CASES = {
     "train pixels from an env that cannot render": (["train", "--env", "custom_env:Reach", "--pixels"], None),
     "train frame size below 16": (["train", "--pixels", "--frame-size", "8"], None),
     "train frame size not a power of two": (["train", "--pixels", "--frame-size", "48"], None),
+    "train pixels read raw by model-free": (["train", "--pixels", "--algo", "model-free"], None),
+    "train pixels with the latent model": (["train", "--pixels", "--algo", "dreamer"], None),
     "train trust without resume": (["train", "--trust-env-code"], None),
     "train seeds and seed": (["train", "--seeds", "0", "1", "--seed", "2"], None),
     "train seeds garbage": (["train", "--seeds", "a-b"], None),

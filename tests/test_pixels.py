@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny
+from PIL import Image
 from safetensors.torch import load_file
 
 from dreamercli import checkpoint, runs
 from dreamercli.agent import Agent
 from dreamercli.buffer import ReplayBuffer
 from dreamercli.config import ObservationConfig
+from dreamercli.dream_render import run_imagine
 from dreamercli.envs import make_env, resize_frame, spec_of
 from dreamercli.evaluation import evaluate_policy
 from dreamercli.models.conv import ConvDecoder, ConvEncoder, conv_layers
@@ -151,6 +153,18 @@ def test_a_pixel_run_trains_evaluates_and_stores_frames_as_uint8(pixel_run):
     assert len(result.frames) == result.lengths[0] + 1  # the frames the agent saw: the reset's and each step's
     first = make_env("CartPole-v1", observation=config.observation).reset(seed=5)[0]
     assert np.array_equal(result.frames[0], first) and result.frames[0].shape == (16, 16, 3)
+
+
+def test_imagine_on_a_pixel_run_shows_real_frames_beside_the_dream(pixel_run):
+    report = run_imagine(pixel_run, horizon=4, rollouts=2, device="cpu", note=lambda _: None)
+    assert report["gif_kind"] == "pixels" and report["obs_labels"] == []
+    errors = report["metrics"]["obs_err_mean"]
+    assert len(errors) == 4 and all(0 < e < 255 for e in errors)  # in pixel units, against the horizon
+    gif = Image.open(report["gif"])
+    assert gif.n_frames == 2 * (4 + 1)  # two recorded rollouts, steps 0..4
+    assert gif.size[0] == 2 * 240 + 6  # real and dream side by side, each a square 240-pixel panel
+    assert (pixel_run / "imagine" / "imagine.png").stat().st_size > 0
+    assert "real_obs" not in json.loads((pixel_run / "imagine" / "imagine.json").read_text())["rollouts"][0]
 
 
 def test_an_interrupted_pixel_run_resumed_equals_the_uninterrupted_one(pixel_run, tmp_path):

@@ -1,6 +1,8 @@
 """Learning from pixels: frames resized and kept as uint8, the conv encoder and decoder, a pixel run end to end."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,6 +106,7 @@ def test_a_frame_that_does_not_halve_down_to_4x4_is_refused():
 
 
 def test_the_rssm_learns_to_reconstruct_frames_on_pixels_in_half_units():
+    torch.set_num_threads(1)  # as every run does: two threads on busy cores take several times as long
     torch.manual_seed(0)
     model = RSSM(tiny("CartPole-v1").world_model, 16 * 16 * 3, 2, (16, 16, 3))
     frames = torch.randint(0, 256, (4, 4, 16, 16, 3), dtype=torch.uint8)
@@ -189,3 +192,13 @@ def test_an_env_that_observes_images_learns_from_them_without_the_flag(tmp_path)
     assert summary["env_steps"] == 160
     assert checkpoint.read(tmp_path / "dot").part("replay")["obs"].dtype == torch.uint8
     assert "pixels" not in runs.default_name(config)  # the flag's name marks rendered frames only
+
+
+def test_the_benchmark_measures_an_update_and_the_replays_bytes():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pixel_update.py"
+    spec = importlib.util.spec_from_file_location("pixel_update", path)  # benchmarks is not a package
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.measure(16, batch=2, seq=3, repeats=1, rate=1e11)
+    assert row["replay_obs_and_next_bytes"] == 2 * 100_000 * 16 * 16 * 3  # uint8 obs and next_obs
+    assert row["update_s"] > 0 and row["gflops"] > 0 and row["floor_s"] == row["gflops"] * 1e9 / 1e11

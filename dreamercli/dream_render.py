@@ -125,7 +125,7 @@ def plot_imagination(r: Rollouts, metrics: dict[str, Any], dims: Sequence[str], 
     """imagine.png: each observation dim and the reward, real vs imagined, and error vs horizon."""
     H = r.horizon
     n_panels = len(dims) + 2
-    ncols = 3
+    ncols = min(3, n_panels)  # an image run has no per-dimension panels: two
     nrows = -(-n_panels // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.3 * nrows), squeeze=False)
     axes = axes.ravel()
@@ -139,7 +139,8 @@ def plot_imagination(r: Rollouts, metrics: dict[str, Any], dims: Sequence[str], 
     ax = axes[len(dims) + 1]
     k = np.asarray(metrics["step"])
     mean, std = np.asarray(metrics["obs_err_mean"], float), np.asarray(metrics["obs_err_std"], float)
-    ax.plot(k, mean, color="black", marker="o", ms=3, label="|obs error|, mean of dims")
+    ax.plot(k, mean, color="black", marker="o", ms=3,
+            label="|obs error|, mean of dims" if dims else "|pixel error|, mean of pixels (0-255)")
     ax.fill_between(k, mean - std, mean + std, color="black", alpha=0.15, lw=0, label="± 1 std over rollouts")
     dim_mean = np.asarray(metrics["obs_err_dim_mean"], float)  # (H, obs)
     for d, name in enumerate(dims):

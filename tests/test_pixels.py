@@ -1,5 +1,6 @@
 """Learning from pixels: frames resized and kept as uint8, the conv encoder and decoder, a pixel run end to end."""
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 
 from dreamercli import checkpoint, runs
 from dreamercli.agent import Agent
-from dreamercli.buffer import ReplayBuffer
+from dreamercli.buffer import ReplayBuffer, random_replay
 from dreamercli.config import ObservationConfig
 from dreamercli.dream_render import run_imagine
 from dreamercli.envs import make_env, resize_frame, spec_of
@@ -202,3 +203,17 @@ def test_the_benchmark_measures_an_update_and_the_replays_bytes():
     row = bench.measure(16, batch=2, seq=3, repeats=1, rate=1e11)
     assert row["replay_obs_and_next_bytes"] == 2 * 100_000 * 16 * 16 * 3  # uint8 obs and next_obs
     assert row["update_s"] > 0 and row["gflops"] > 0 and row["floor_s"] == row["gflops"] * 1e9 / 1e11
+
+
+def test_the_next_state_is_the_posterior_of_the_next_frame_inside_episodes_and_at_their_ends():
+    torch.manual_seed(0)
+    config = tiny("custom_env:MovingDot", **{**PIXELS, "pixels": False})
+    buffer, spec = random_replay("custom_env:MovingDot", 70)  # episodes of 30 steps: two ends and an open one
+    buffer.obs, buffer.next_obs = (np.stack([resize_frame(f, 16) for f in x]) for x in (buffer.obs, buffer.next_obs))
+    agent = Agent(config, dataclasses.replace(spec, obs_dim=16 * 16 * 3, obs_shape=(16, 16, 3)))
+    beliefs = agent.beliefs
+    beliefs.follow(buffer, 70)
+    slots = np.arange(70)
+    with torch.no_grad():
+        direct = agent.world_model.observe_step(beliefs.next_h[slots], torch.as_tensor(buffer.next_obs[slots]))
+    assert torch.allclose(beliefs.next_states(buffer, slots), direct, atol=1e-5)

@@ -69,9 +69,14 @@ def model_kind(config: Config) -> str | None:
     return None if own is None else (own if config.world_model.model == "auto" else config.world_model.model)
 
 
-def check_composition(config: Config) -> None:
-    """ConfigError in one line for a model the algo cannot use."""
+def check_composition(config: Config, image: bool = False) -> None:
+    """ConfigError in one line for a model the algo cannot use, or (image: observations are images) one that
+    would read raw pixels."""
     kind, parts = model_kind(config), COMPOSITIONS[config.algo]
+    if (image or config.observation.pixels) and kind != "rssm":
+        model = f"--model {kind}" if kind else "no world model"
+        raise ConfigError(f"image observations are read through the RSSM's state, but {config.algo} with {model} "
+                          "would read raw pixels: use --algo belief, or --algo dreamer --model rssm")
     if kind == "rssm" and parts.branching:
         raise ConfigError(f"{config.algo} branches rollouts from single replayed observations, which an RSSM cannot "
                          "start from (it needs the episode so far): use --model latent, or --algo belief or dreamer")
@@ -101,15 +106,19 @@ class Agent(nn.Module):
         self.device = torch.device(device)
         # Beside an off-policy learner the model draws from a stream of its own (streams.py).
         self.stream = ModelStream(config.train.seed, self.device) if parts.branching else None
-        check_composition(config)
+        check_composition(config, spec.image)
         kind = model_kind(config)
+        frames = {"obs_shape": spec.obs_shape} if spec.image else {}  # images: the RSSM's conv encoder and decoder
         with self.model_draws():
-            self.world_model = None if kind is None else MODELS[kind](wm, spec.obs_dim, spec.action_dim)
+            self.world_model = None if kind is None else MODELS[kind](wm, spec.obs_dim, spec.action_dim, **frames)
         self.recurrent = kind == "rssm"
         # The belief composition's policy reads [o_t, h_t]; other observation policies o_t alone.
         self.reads_belief = self.recurrent and not parts.reads_latent
+        # ... but never raw pixels: from images it reads the model state s_t = [h_t, z_t] instead.
+        self.reads_state = self.reads_belief and spec.image
         self.beliefs = Beliefs(self.world_model, self.device) if self.recurrent else None
-        obs_in = spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
+        obs_in = self.world_model.latent_dim if self.reads_state else \
+            spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
         obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,
                                                           spec.discrete, ln.sac_layers)
         state_dim = self.world_model.latent_dim if self.recurrent else wm.latent_dim
@@ -123,11 +132,11 @@ class Agent(nn.Module):
         self.to(self.device)
         # The learners, after .to(device): their optimisers pack each network's parameters into flat tensors.
         self.actor_opt = FlatAdam(self.policy, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
-        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt, spec.obs_dim) \
-            if parts.off_policy else None
+        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt,
+                       obs_in if self.reads_state else spec.obs_dim) if parts.off_policy else None
         self.off_policy: OffPolicyLearner | None = None
         if self.reads_belief:
-            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim)
+            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim, self.reads_state)
         elif parts.branching:
             self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
                                             spec.obs_dim, spec.action_dim, self.model_draws)
@@ -153,11 +162,13 @@ class Agent(nn.Module):
 
     def policy_input(self, obs: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """What the policy reads of an observation (and, for a recurrent model, the belief state after it):
-        the latent (posterior mean or RSSM state), symlog [o, h], or symlog observations."""
+        the latent (posterior mean or RSSM state), symlog [o, h], symlog s (from images), or symlog observations."""
         if self.recurrent and state is None:
             raise ValueError("a recurrent model's policy reads its belief: act with a Memory (agent.memory(n))")
         if self.parts.reads_latent:
             return state if self.recurrent else self.world_model.encode_mean(obs)
+        if self.reads_state:
+            return symlog(state)
         if self.reads_belief:
             return symlog(torch.cat([obs, self.world_model.split(state)[0]], -1))
         return symlog(obs)
@@ -167,6 +178,8 @@ class Agent(nn.Module):
         belief h in symlog, where the policy reads [o, h])."""
         if self.parts.reads_latent:
             return z
+        if self.reads_state:
+            return symlog(z)
         if self.reads_belief:
             return torch.cat([self.world_model.decoder(z), symlog(self.world_model.split(z)[0])], -1)
         return self.world_model.decoder(z)

@@ -21,7 +21,8 @@ class DreamerLite:
 
     def __init__(self, env_name: str = "CartPole-v1", preset: str = "default", **hparams: Any):
         self.config: Config = validate(with_overrides(from_preset(preset), {"env": env_name, **hparams}))
-        env = make_env(env_name, max_episode_steps=self.config.train.max_episode_steps)
+        env = make_env(env_name, max_episode_steps=self.config.train.max_episode_steps,
+                       observation=self.config.observation)
         self.spec = spec_of(env)
         env.close()
         self.agent = self._build_agent()

@@ -14,10 +14,10 @@ from .envs import EnvSpec, encode_action, make_env, random_action, spec_of, to_e
 class SequenceBatch(NamedTuple):
     """A batch of replayed sequences; mask marks steps inside the first step's episode."""
 
-    obs: torch.Tensor  # (B, L, obs)
+    obs: torch.Tensor  # (B, L, obs), or (B, L, H, W, C) uint8 images
     actions: torch.Tensor  # (B, L, act), one-hot or in [-1, 1]
     rewards: torch.Tensor  # (B, L)
-    next_obs: torch.Tensor  # (B, L, obs)
+    next_obs: torch.Tensor  # (B, L, obs), or (B, L, H, W, C) uint8 images
     terminated: torch.Tensor  # (B, L)
     mask: torch.Tensor  # (B, L), bool
 
@@ -39,12 +39,16 @@ def concat(a: TransitionBatch, b: TransitionBatch) -> TransitionBatch:
 
 
 class ReplayBuffer:
-    """A ring buffer of transitions with episode ids, so sequences never cross episodes."""
+    """A ring buffer of transitions with episode ids, so sequences never cross episodes.
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int):
+    Image observations (obs_shape (H, W, C)) are kept as uint8, a quarter of float32's bytes.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, obs_shape: tuple[int, ...] = ()):
         self.capacity = capacity
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        shape, dtype = (obs_shape, np.uint8) if obs_shape else ((obs_dim,), np.float32)
+        self.obs = np.zeros((capacity, *shape), dtype)
+        self.next_obs = np.zeros((capacity, *shape), dtype)
         self.actions = np.zeros((capacity, action_dim), np.float32)
         self.rewards = np.zeros(capacity, np.float32)
         self.terminated = np.zeros(capacity, np.float32)
@@ -125,9 +129,10 @@ class ReplayBuffer:
         resumed run with a new step total) keeps the transitions in time order, newest last.
         """
         for name in self.FIELDS:
-            if arrays[name].shape[1:] != getattr(self, name).shape[1:]:
-                raise ValueError(f"replay field {name} has shape {arrays[name].shape[1:]}, "
-                                 f"the buffer holds {getattr(self, name).shape[1:]}")
+            own = getattr(self, name)
+            if arrays[name].shape[1:] != own.shape[1:] or arrays[name].dtype != own.dtype:
+                raise ValueError(f"replay field {name} has shape {arrays[name].shape[1:]} of {arrays[name].dtype}, "
+                                 f"the buffer holds {own.shape[1:]} of {own.dtype}")
         size = len(arrays["rewards"])
         if capacity == self.capacity:
             order, self.cursor = np.arange(size), cursor
@@ -186,7 +191,7 @@ def random_replay(env_id: str, steps: int, seed: int = 0,
     """A buffer of `steps` uniformly random-action transitions of a fresh env."""
     env = make_env(env_id, seed=seed, max_episode_steps=max_episode_steps)
     spec, rng = spec_of(env), np.random.default_rng(seed)
-    buffer = ReplayBuffer(steps, spec.obs_dim, spec.action_dim)
+    buffer = ReplayBuffer(steps, spec.obs_dim, spec.action_dim, spec.obs_shape)
     obs, _ = env.reset(seed=seed)
     episode = 0
     for _ in range(steps):

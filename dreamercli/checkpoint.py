@@ -132,7 +132,8 @@ def load_agent(run_dir: Path, device: str = "auto", threads: int | None = None, 
     if threads is not None and threads <= 0:
         raise ConfigError(f"threads must be > 0, got {threads}")
     tensors = runs.load_weights(run_dir)
-    make_env(config.env, max_episode_steps=config.train.max_episode_steps).close()  # importable, same spaces
+    make_env(config.env, max_episode_steps=config.train.max_episode_steps,  # importable, same spaces
+             observation=config.observation).close()
     torch.set_num_threads(config.train.threads if threads is None else threads)
     agent = Agent(config, spec, resolve_device(device))
     try:

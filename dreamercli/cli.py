@@ -22,7 +22,8 @@ app = typer.Typer(help="Dreamer-lite: learn a latent world model of a Gymnasium 
 
 # Where each section's flags appear in `train --help`; the main settings go with the command's own options.
 PANELS = {"world_model": "World model", "actor_critic": "Actor-critic (imagination)", "train": "Training loop",
-          "learner": "Off-policy learner and model-trust guard (model-free, mbpo, hybrid)"}
+          "learner": "Off-policy learner and model-trust guard (model-free, mbpo, hybrid)",
+          "observation": "Observations (pixels)"}
 MAIN = ("env", "algo", "preset", "steps", "seed", "device")
 SEEDS = "Several seeds"
 # A setting's annotation -> the type its flag parses; a number-or-word setting (stop_at_return) takes the
@@ -104,7 +105,7 @@ def train(
         show_default="no file: the preset's values")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(
-        help="Run folder name.", show_default="{env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS}")] = None,
+        help="Run folder name.", show_default="{env}[-pixels{frame_size}]-{algo}-s{seed}-{YYYYmmdd-HHMMSS}")] = None,
     force: Annotated[bool, typer.Option(
         help="Replace a run folder of that name, as a whole, once the new run has its first checkpoint.")] = False,
     resume: Annotated[Path | None, typer.Option(
@@ -158,7 +159,7 @@ def _prepare(flags: dict[str, Any], config_file: Path | None, runs_dir: Path, na
     config = check_learns(cfg.build(flags, config_file))
     resolve_device(config.train.device)
     # Unknown ids, env constructors that fail and unsupported spaces are all refused here.
-    make_env(config.env, max_episode_steps=config.train.max_episode_steps).close()
+    make_env(config.env, max_episode_steps=config.train.max_episode_steps, observation=config.observation).close()
     return config, runs.prepare_run_dir(runs_dir, name, config, force)
 
 
@@ -432,7 +433,7 @@ def evaluate(
             display.note(f"no eval.gif: the env could not render ({result.render_error})")
         if render and result.frames:
             report["gif"] = str(runs.write_gif(result.frames, run / "videos" / "eval.gif"))
-            if display.window_available():
+            if display.window_available() and not agent.spec.image:  # an image agent sees no window's frames
                 display.show_episode(agent, config.env, seed, limit)
         runs.write_json(run / runs.EVAL_FILE, report)
     except ValueError as err:

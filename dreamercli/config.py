@@ -190,6 +190,17 @@ class LearnerConfig:
 
 
 @dataclass(frozen=True)
+class ObservationConfig:
+    """What the agent observes: the env's own observation, or its rendered frames."""
+
+    pixels: bool = setting(False, "Observe the env's rgb_array frames, resized to frame_size, instead of its "
+                                  "observation vector; needs the RSSM (algo belief, or dreamer with --model "
+                                  "rssm). An env whose observation is an image is read as one without it.")
+    frame_size: int = setting(64, "Height and width of image observations (frames are resized to it): a power "
+                                  "of two, since the convolutional encoder halves it down to 4x4.", ">= 16")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs; stored verbatim as config.json."""
 
@@ -207,6 +218,7 @@ class Config:
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    observation: ObservationConfig = field(default_factory=ObservationConfig)
 
 
 @dataclass(frozen=True)
@@ -395,6 +407,9 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"unknown {s.name} '{value}' (choose from {', '.join(s.choices)})")
         if s.check and value is not None and not _bounds(s.check)(value):
             raise ConfigError(f"{s.name} must be {s.check}, got {value}")
+    size = config.observation.frame_size
+    if size & (size - 1):  # the encoder halves frames down to 4x4 and the decoder doubles them back
+        raise ConfigError(f"frame_size must be a power of two (16, 32, 64, ...), got {size}")
     stop = _stop_at_return(config.train.stop_at_return)
     return config if stop == config.train.stop_at_return else with_overrides(config, {"stop_at_return": stop})
 

@@ -125,7 +125,7 @@ def plot_imagination(r: Rollouts, metrics: dict[str, Any], dims: Sequence[str], 
     """imagine.png: each observation dim and the reward, real vs imagined, and error vs horizon."""
     H = r.horizon
     n_panels = len(dims) + 2
-    ncols = 3
+    ncols = min(3, n_panels)  # an image run has no per-dimension panels: two
     nrows = -(-n_panels // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.3 * nrows), squeeze=False)
     axes = axes.ravel()
@@ -139,7 +139,8 @@ def plot_imagination(r: Rollouts, metrics: dict[str, Any], dims: Sequence[str], 
     ax = axes[len(dims) + 1]
     k = np.asarray(metrics["step"])
     mean, std = np.asarray(metrics["obs_err_mean"], float), np.asarray(metrics["obs_err_std"], float)
-    ax.plot(k, mean, color="black", marker="o", ms=3, label="|obs error|, mean of dims")
+    ax.plot(k, mean, color="black", marker="o", ms=3,
+            label="|obs error|, mean of dims" if dims else "|pixel error|, mean of pixels (0-255)")
     ax.fill_between(k, mean - std, mean + std, color="black", alpha=0.15, lw=0, label="± 1 std over rollouts")
     dim_mean = np.asarray(metrics["obs_err_dim_mean"], float)  # (H, obs)
     for d, name in enumerate(dims):
@@ -171,7 +172,9 @@ def _font(size: int = 14):
 def _panel(frame: np.ndarray, caption: str, dim: bool = False) -> Image.Image:
     """A frame scaled to PANEL_HEIGHT with a caption strip above it."""
     img = Image.fromarray(np.ascontiguousarray(frame[..., :3]).astype(np.uint8))
-    img = img.resize((max(1, round(img.width * PANEL_HEIGHT / img.height)), PANEL_HEIGHT))
+    size = (max(1, round(img.width * PANEL_HEIGHT / img.height)), PANEL_HEIGHT)
+    # A small observation frame is enlarged in blocks, so its pixels show as the model sees them.
+    img = img.resize(size, Image.NEAREST) if 2 * img.height <= PANEL_HEIGHT else img.resize(size)
     if dim:  # the real episode is over: grey out its last frame
         img = Image.blend(img, Image.new("RGB", img.size, (128, 128, 128)), 0.6)
     panel = Image.new("RGB", (img.width, PANEL_HEIGHT + 24), (255, 255, 255))
@@ -235,18 +238,34 @@ def _plot_frames(r: Rollouts, i: int, dims: Sequence[str]) -> list[np.ndarray]:
     return frames
 
 
+def _image_frames(r: Rollouts, i: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Rollout i's real frames (the observations; after the episode's end its last one) and decoded dream, RGB."""
+    def rgb(frame: np.ndarray) -> np.ndarray:
+        frame = np.clip(np.round(frame), 0, 255).astype(np.uint8)
+        return np.repeat(frame, 3, -1) if frame.shape[-1] == 1 else frame
+
+    last = r.horizon if r.ended_at[i] is None else r.ended_at[i]
+    real = [rgb(r.real_obs[min(k, last), i]) for k in range(r.horizon + 1)]
+    return real, [rgb(r.imagined_obs[k, i]) for k in range(r.horizon + 1)]
+
+
 def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[str], out: Path,
               fps: int = 6) -> tuple[Path, str, str | None]:
-    """dream.gif: real frames beside imagined ones; returns (path, "state" or "plot", why the state
-    renderer failed or None): a renderer that fails (pygame not installed, say) falls back to plots."""
-    kind = "state" if has_state_renderer(env_id) else "plot"
+    """dream.gif: real frames beside imagined ones; returns (path, kind, why the state renderer failed or None).
+
+    kind "pixels": image observations, the real ones beside the decoded dream; "state": decoded states drawn
+    by the env's renderer; "plot": line plots, also where that renderer fails (pygame not installed, say)."""
+    image = r.real_obs.ndim > 3
+    kind = "pixels" if image else "state" if has_state_renderer(env_id) else "plot"
     failure = None
     frames = []
     for i in record:
         start = r.starts[i]
         where = (f"fresh reset (seed {start.reset_seed})" if start.kind == "reset"
                  else f"step {start.step} of the episode from reset(seed {start.reset_seed})")
-        dream = None
+        dream, real = None, r.frames.get(i, [])
+        if image:
+            real, dream = _image_frames(r, i)
         if kind == "state":
             try:
                 dream = _state_frames(env_id, start.reset_seed, r.imagined_obs[:, i], r.env_actions[i])
@@ -254,7 +273,6 @@ def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[st
                 kind, failure = "plot", render_failure(err)
         if dream is None:
             dream = _plot_frames(r, i, dims)
-        real = r.frames.get(i, [])
         ended = r.ended_at[i]
         for k in range(r.horizon + 1):
             panels = []
@@ -263,7 +281,8 @@ def dream_gif(env_id: str, r: Rollouts, record: Sequence[int], dims: Sequence[st
                 frame = next((f for f in reversed(real[: k + 1]) if f is not None), real[0])
                 caption = f"real, step {k}" if not over else f"real: episode ended at step {ended}"
                 panels.append(_panel(frame, caption, dim=over))
-            label = "imagined (decoded state)" if kind == "state" else "real (solid) vs imagined (dashed)"
+            label = {"pixels": "imagined (decoded)", "state": "imagined (decoded state)"}.get(
+                kind, "real (solid) vs imagined (dashed)")
             panels.append(_panel(dream[k], f"{label}, step {k}"))
             frames.append(_side_by_side(panels, f"rollout {i}: from {where}, horizon {r.horizon}"))
     return runs.write_gif(frames, out, fps), kind, failure
@@ -305,9 +324,10 @@ def run_imagine(run_dir: Path, horizon: int = 15, rollouts: int = 16, seed: int 
     record = sorted({0, (rollouts + 1) // 2} & set(range(rollouts)))
     result = imagine.rollout(agent, config.env, starts, horizon, actions, seed, record, limit)
     metrics = imagine.step_metrics(result)
-    dims = obs_labels(config.env, agent.spec.obs_dim)
+    dims = [] if agent.spec.image else obs_labels(config.env, agent.spec.obs_dim)  # images: no per-pixel panels
     meta = {"run": str(run_dir), "env": config.env, "seed": seed, "actions": actions,
-            "training_horizon": trained_h, "obs_labels": dims, "state_renderer": has_state_renderer(config.env)}
+            "training_horizon": trained_h, "obs_labels": dims,
+            "state_renderer": not agent.spec.image and has_state_renderer(config.env)}
     probe = imagine.belief_probe(agent, config.env, seed, limit)  # what the belief recovers of a hidden state
     if probe is not None:
         meta["belief_probe"] = probe

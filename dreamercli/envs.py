@@ -10,7 +10,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import TimeLimit
 
-from .config import DEFAULT_MAX_EPISODE_STEPS
+from .config import DEFAULT_MAX_EPISODE_STEPS, ObservationConfig
+
+MIN_FRAME = 16  # the smallest image the convolutional encoder reads (two stride-2 layers down to 4x4)
 
 # Pendulum-v1 registers no reward_threshold; -200 is near what good control reaches.
 FALLBACK_THRESHOLDS = {"Pendulum-v1": -200.0}
@@ -29,6 +31,17 @@ class EnvSpec:
     discrete: bool
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
+    obs_shape: tuple[int, ...] = ()  # (H, W, C) of an image observation (obs_dim = H * W * C); () for vectors
+
+    @property
+    def image(self) -> bool:
+        """Whether observations are uint8 images (read by the convolutional encoder)."""
+        return bool(self.obs_shape)
+
+    @property
+    def obs_dims(self) -> tuple[int, ...]:
+        """The shape of one observation: (H, W, C) or (obs_dim,)."""
+        return self.obs_shape or (self.obs_dim,)
 
 
 def _resolve(env_id: str):
@@ -62,12 +75,18 @@ def step_limit(env: gym.Env) -> int | None:
 
 
 def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None,
-             max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> gym.Env:
+             max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+             observation: ObservationConfig | None = None) -> gym.Env:
     """Build the environment, check its spaces are supported, and seed its action space.
 
     An env without a step limit of its own (a module:Class env, or an id registered without
     max_episode_steps) is cut off after max_episode_steps, so that no episode runs forever.
+    Image observations (the env's own, or its rgb_array frames with observation.pixels) are
+    resized to observation.frame_size; pixels renders rgb_array whatever render_mode asks.
     """
+    observation = observation or ObservationConfig()
+    if observation.pixels:
+        render_mode = "rgb_array"
     target = _resolve(env_id)
     kwargs = {"render_mode": render_mode} if render_mode else {}
     if render_mode == "rgb_array" and not os.environ.get("DISPLAY"):
@@ -84,10 +103,67 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         raise EnvError(f"'{env_id}' made a {type(env).__name__}, not a gymnasium.Env")
     if step_limit(env) is None:
         env = TimeLimit(env, max_episode_steps)
+    if observation.pixels:
+        env = Frames(env, observation.frame_size, env_id, from_render=True)
+    elif _image_space(getattr(env, "observation_space", None)):
+        env = Frames(env, observation.frame_size, env_id, from_render=False)
     spec_of(env)
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+def _image_space(space) -> bool:
+    """Whether an observation space is a uint8 image: a Box of shape (H, W, 1 or 3)."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8 \
+        and space.shape[-1] in (1, 3)
+
+
+def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """An (H, W, C) uint8 image as (size, size, C) uint8: bilinear with antialiasing (PIL), squashed to a square."""
+    from PIL import Image
+
+    frame = np.asarray(frame)
+    if frame.shape[:2] == (size, size):
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+    channels = frame.shape[-1]
+    image = Image.fromarray(np.ascontiguousarray(frame[..., 0] if channels == 1 else frame, dtype=np.uint8))
+    return np.asarray(image.resize((size, size), Image.BILINEAR), np.uint8).reshape(size, size, channels)
+
+
+class Frames(gym.ObservationWrapper):
+    """Image observations resized to (size, size, C) uint8: the env's own image, or (from_render) its rgb_array
+    frame after each reset and step."""
+
+    def __init__(self, env: gym.Env, size: int, env_id: str, from_render: bool):
+        super().__init__(env)
+        self.size, self.env_id, self.from_render = size, env_id, from_render
+        if from_render:
+            modes = env.metadata.get("render_modes", [])
+            if "rgb_array" not in modes or env.render_mode != "rgb_array":
+                raise EnvError(f"--pixels needs frames, but environment '{env_id}' cannot render rgb_array "
+                               f"(its render modes: {', '.join(modes) or 'none'})")
+            channels = 3
+        else:
+            height, width, channels = env.observation_space.shape
+            if min(height, width) < MIN_FRAME:
+                raise EnvError(f"environment '{env_id}' observes {height}x{width} images, smaller than the "
+                               f"{MIN_FRAME}x{MIN_FRAME} the convolutional encoder needs")
+        self.observation_space = gym.spaces.Box(0, 255, (size, size, channels), np.uint8)
+
+    def observation(self, observation) -> np.ndarray:
+        """The resized image: of the observation, or of the frame rendered now."""
+        if not self.from_render:
+            return resize_frame(observation, self.size)
+        try:
+            frame = self.env.render()
+        except Exception as err:
+            raise EnvError(f"environment '{self.env_id}' could not render a frame: {render_failure(err)}") from None
+        if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] in (3, 4)
+                and min(frame.shape[:2]) >= MIN_FRAME):
+            raise EnvError(f"environment '{self.env_id}' rendered {_short(frame)}, not an RGB frame of at least "
+                           f"{MIN_FRAME}x{MIN_FRAME}")
+        return resize_frame(frame[..., :3], self.size)
 
 
 def render_failure(err: Exception) -> str:
@@ -97,20 +173,23 @@ def render_failure(err: Exception) -> str:
 
 
 def spec_of(env: gym.Env) -> EnvSpec:
-    """Read the dimensions; raise EnvError for anything but flat Box obs and Discrete/Box actions."""
+    """Read the dimensions; raise EnvError for anything but flat Box or uint8 image obs and Discrete/Box actions."""
     # getattr: an env class that never set its spaces gets the same message as a wrong space.
     obs, act = getattr(env, "observation_space", None), getattr(env, "action_space", None)
-    if not (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 1):
+    image = _image_space(obs)
+    if not (isinstance(obs, gym.spaces.Box) and (len(obs.shape) == 1 or image)):
         raise EnvError(
-            f"unsupported observation space {obs}: dreamer supports flat Box observations (shape (n,))"
+            f"unsupported observation space {obs}: dreamer supports flat Box observations (shape (n,)) and "
+            "uint8 images (shape (H, W, 1 or 3))"
         )
+    dims = {"obs_dim": int(np.prod(obs.shape)), "obs_shape": tuple(int(n) for n in obs.shape) if image else ()}
     if isinstance(act, gym.spaces.Discrete):
-        return EnvSpec(obs_dim=int(obs.shape[0]), action_dim=int(act.n), discrete=True)
+        return EnvSpec(**dims, action_dim=int(act.n), discrete=True)
     if isinstance(act, gym.spaces.Box) and len(act.shape) == 1:
         if not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
             raise EnvError(f"unsupported action space {act}: Box actions need finite bounds")
         return EnvSpec(
-            obs_dim=int(obs.shape[0]),
+            **dims,
             action_dim=int(act.shape[0]),
             discrete=False,
             action_low=tuple(float(x) for x in act.low),
@@ -129,9 +208,9 @@ def check_observation(env_id: str, obs, spec: EnvSpec, where: str) -> None:
     except (TypeError, ValueError):
         raise EnvError(f"environment '{env_id}' returned an observation that is not numbers {where}: "
                        f"{_short(obs)}") from None
-    if array.shape != (spec.obs_dim,):
+    if array.shape != spec.obs_dims:
         raise EnvError(f"environment '{env_id}' returned an observation of shape {array.shape} {where}; its "
-                       f"observation space says ({spec.obs_dim},)")
+                       f"observation space says {spec.obs_dims}")
     if not np.all(np.isfinite(array)):
         raise EnvError(f"environment '{env_id}' returned a non-finite observation {where}: {_short(obs)}")
 

@@ -22,9 +22,13 @@ class EvalResult:
     frames: list[np.ndarray] = field(default_factory=list)
     render_error: str | None = None  # why recording stopped (e.g. the env's render dependency is missing)
 
-    def record(self, env) -> None:
-        """Keep env's rgb_array frame; if rendering fails, keep no frames and the reason, not the error."""
+    def record(self, env, seen: np.ndarray | None = None) -> None:
+        """Keep env's rgb_array frame, or `seen`, the image the agent observed (RGB); if rendering fails, keep no
+        frames and the reason, not the error."""
         if self.render_error is not None:
+            return
+        if seen is not None:
+            self.frames.append(np.repeat(seen, 3, -1) if seen.shape[-1] == 1 else seen)
             return
         try:
             self.frames.append(env.render())
@@ -45,19 +49,20 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int, record:
     """Run the deterministic policy for some episodes, `batch` envs in lockstep.
 
     Episode i resets with seed + i, so results do not depend on the batch size. With record,
-    the rgb_array frames of episode 0 are kept.
+    the rgb_array frames of episode 0 are kept; from image observations, the images the agent saw.
     """
+    seen = agent.spec.image
     result = EvalResult([0.0] * episodes, [0] * episodes)
     for first in range(0, episodes, batch):
         ids = list(range(first, min(first + batch, episodes)))
-        envs = [make_env(env_id, render_mode="rgb_array" if record and i == 0 else None,
-                         max_episode_steps=max_episode_steps) for i in ids]
+        envs = [make_env(env_id, render_mode="rgb_array" if record and i == 0 and not seen else None,
+                         max_episode_steps=max_episode_steps, observation=agent.config.observation) for i in ids]
         try:
             obs = [env.reset(seed=seed + i)[0] for env, i in zip(envs, ids, strict=True)]
             for o, i in zip(obs, ids, strict=True):  # a NaN here would only show as a NaN return
                 check_observation(env_id, o, agent.spec, f"at the reset of evaluation episode {i}")
             if record and first == 0:
-                result.record(envs[0])
+                result.record(envs[0], obs[0] if seen else None)
             live = list(range(len(ids)))
             memory = agent.memory(len(ids))  # a recurrent model's belief, one row per episode
             while live:
@@ -75,7 +80,7 @@ def evaluate_policy(agent: Agent, env_id: str, episodes: int, seed: int, record:
                     result.returns[ids[j]] += checked_reward(env_id, reward, where)
                     result.lengths[ids[j]] += 1
                     if record and ids[j] == 0:
-                        result.record(envs[j])
+                        result.record(envs[j], obs[j] if seen else None)
                     if not (terminated or truncated):
                         still.append(j)
                 live = still

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DEFAULT_MAX_EPISODE_STEPS
+from .config import DEFAULT_MAX_EPISODE_STEPS, ObservationConfig
 from .envs import EnvSpec, encode_action, make_env, random_action, to_env_action
 from .learners.belief import perceive, took
 
@@ -68,7 +68,7 @@ class Rollouts:
 
 def policy_episode(agent, env_id: str, seed: int, max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS) -> list:
     """Agent-side actions of one deterministic-policy episode from reset(seed)."""
-    env = make_env(env_id, max_episode_steps=max_episode_steps)
+    env = make_env(env_id, max_episode_steps=max_episode_steps, observation=agent.config.observation)
     try:
         obs, _ = env.reset(seed=seed)
         actions, done, memory = [], False, agent.memory()
@@ -100,12 +100,13 @@ def choose_starts(agent, env_id: str, rollouts: int, seed: int, horizon: int,
 
 def open_start(env_id: str, spec: EnvSpec, start: Start, render_mode: str | None = None,
                max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
-               track: Callable[[np.ndarray, np.ndarray], None] | None = None):
+               track: Callable[[np.ndarray, np.ndarray], None] | None = None,
+               observation: ObservationConfig | None = None):
     """A fresh env brought to the start state; returns (env, observation).
 
     track(obs, action) sees each observation of the prefix and the agent-side action taken in it
-    (a recurrent model's belief follows the episode so far)."""
-    env = make_env(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps)
+    (a recurrent model's belief follows the episode so far); observation: the run's (pixels)."""
+    env = make_env(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, observation=observation)
     obs, _ = env.reset(seed=start.reset_seed)
     for action in start.prefix:
         if track is not None:
@@ -127,7 +128,8 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
     actions: "policy" (the actor's mode on the imagined latent) or "random" (uniform, drawn
     from np.random.default_rng(seed), so they are the same whatever the weights). The real
     envs of the rollouts in record render rgb_array frames. Real episodes end at the env's
-    step limit, or at max_episode_steps for an env without one, as in evaluation.
+    step limit, or at max_episode_steps for an env without one, as in evaluation. From image
+    observations the real frames are the observations themselves (real_obs), and none is rendered.
     """
     if actions not in ACTION_SOURCES:
         raise ValueError(f"unknown action source '{actions}' (choose from {', '.join(ACTION_SOURCES)})")
@@ -140,14 +142,15 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
         return None if memories[i] is None else \
             (lambda o, a: agent.track(o, encode_action(spec, a), memories[i]))
 
-    opened = [open_start(env_id, spec, s, "rgb_array" if i in record else None, max_episode_steps, tracker(i))
-              for i, s in enumerate(starts)]
+    render = record if not spec.image else ()
+    opened = [open_start(env_id, spec, s, "rgb_array" if i in render else None, max_episode_steps, tracker(i),
+                         agent.config.observation) for i, s in enumerate(starts)]
     envs = [env for env, _ in opened]
-    obs0 = np.stack([o for _, o in opened]).astype(np.float32)  # (N, obs)
-    real_obs = np.full((H + 1, n, spec.obs_dim), np.nan)
+    obs0 = np.stack([o for _, o in opened]).astype(np.float32)  # (N, obs) or (N, H, W, C)
+    real_obs = np.full((H + 1, n, *spec.obs_dims), np.nan, np.float32 if spec.image else np.float64)
     real_obs[0] = obs0
     real_reward, real_cont = np.full((H, n), np.nan), np.full((H, n), np.nan)
-    frames = {i: [frame] for i in record if (frame := _render(envs[i])) is not None}
+    frames = {i: [frame] for i in render if (frame := _render(envs[i])) is not None}
     ended_at: list[int | None] = [None] * n
     terminated_flags = [False] * n
     env_actions: list[list] = [[] for _ in range(n)]
@@ -182,12 +185,13 @@ def rollout(agent, env_id: str, starts: Sequence[Start], horizon: int, actions: 
                     frames[i].append(_render(env))
                 if term or trunc:
                     ended_at[i], terminated_flags[i] = t + 1, bool(term)
-        imagined_obs = wm.decode(torch.stack(latents))  # (H + 1, N, obs)
+        imagined_obs = wm.decode(torch.stack(latents))  # (H + 1, N, obs) or (H + 1, N, H, W, C)
     finally:
         for env in envs:
             env.close()
+    imagined_obs = imagined_obs.cpu().numpy() if spec.image else imagined_obs.cpu().double().numpy()
     return Rollouts(
-        starts=list(starts), real_obs=real_obs, imagined_obs=imagined_obs.cpu().double().numpy(),
+        starts=list(starts), real_obs=real_obs, imagined_obs=imagined_obs,
         real_reward=real_reward, imagined_reward=torch.stack(rewards).cpu().double().numpy(),
         real_cont=real_cont, imagined_cont=torch.stack(conts).cpu().double().numpy(),
         actions=torch.stack(model_actions).cpu().numpy(), env_actions=env_actions,
@@ -214,9 +218,13 @@ def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def step_metrics(r: Rollouts) -> dict[str, Any]:
-    """Per imagined step k = 1..H: errors (mean and std over the rollouts still real) and agreement."""
-    obs_err = np.abs(r.imagined_obs[1:] - r.real_obs[1:])  # (H, N, obs), NaN after the end
-    dim_mean, dim_std = _mean_std(obs_err)  # (H, obs)
+    """Per imagined step k = 1..H: errors (mean and std over the rollouts still real) and agreement.
+
+    Images get no per-dimension errors (one per pixel): their obs error is the mean over the pixels."""
+    obs_err = np.abs(r.imagined_obs[1:] - r.real_obs[1:])  # (H, N, obs) or (H, N, H, W, C), NaN after the end
+    image = obs_err.ndim > 3
+    obs_err = obs_err.reshape(*obs_err.shape[:2], -1)
+    dim_mean, dim_std = _mean_std(obs_err) if not image else np.zeros((2, r.horizon, 0))  # (H, obs)
     all_mean, all_std = _mean_std(obs_err.mean(-1))  # (H,)
     rew_mean, rew_std = _mean_std(np.abs(r.imagined_reward - r.real_reward))  # (H,)
     valid = ~np.isnan(r.real_cont)  # (H, N)
@@ -229,7 +237,7 @@ def step_metrics(r: Rollouts) -> dict[str, Any]:
         "obs_err_dim_mean": dim_mean.tolist(), "obs_err_dim_std": dim_std.tolist(),
         "reward_err_mean": rew_mean.tolist(), "reward_err_std": rew_std.tolist(),
         "cont_agreement": np.where(count > 0, agree.sum(1) / np.maximum(count, 1), np.nan).tolist(),
-        "reconstruction_err": float(np.abs(r.imagined_obs[0] - r.real_obs[0]).mean()),
+        "reconstruction_err": float(np.abs(r.imagined_obs[0] - r.real_obs[0]).mean(dtype=np.float64)),
     }
 
 
@@ -239,14 +247,16 @@ def table_steps(horizon: int) -> list[int]:
 
 
 def to_json(r: Rollouts, metrics: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to redraw the figures: meta, per-step metrics and every rollout."""
+    """Everything needed to redraw the figures: meta, per-step metrics and every rollout (images without their
+    frames: dream.gif shows those)."""
     rollouts = []
+    image = r.real_obs.ndim > 3
     for i, s in enumerate(r.starts):
         rollouts.append({
             "start": s.kind, "reset_seed": s.reset_seed, "start_step": s.step,
             "ended_at": r.ended_at[i], "terminated": r.terminated[i],
             "actions": r.actions[:, i].tolist(), "env_actions": r.env_actions[i],
-            "real_obs": r.real_obs[:, i].tolist(), "imagined_obs": r.imagined_obs[:, i].tolist(),
+            **({} if image else {"real_obs": r.real_obs[:, i].tolist(), "imagined_obs": r.imagined_obs[:, i].tolist()}),
             "real_reward": r.real_reward[:, i].tolist(), "imagined_reward": r.imagined_reward[:, i].tolist(),
             "real_cont": r.real_cont[:, i].tolist(), "imagined_cont": r.imagined_cont[:, i].tolist(),
         })
@@ -280,7 +290,7 @@ def belief_probe(agent, env_id: str, seed: int,
     rest, beside the same probe from the observation alone: 1 is a perfect read-out, 0 no better than
     the mean.
     """
-    if not agent.recurrent:
+    if not agent.recurrent or agent.spec.image:  # a probe from pixels would fit a weight per pixel
         return None
     env = make_env(env_id, max_episode_steps=max_episode_steps)
     try:

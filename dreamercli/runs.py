@@ -37,8 +37,11 @@ class RunError(ValueError):
 
 
 def default_name(config: Config) -> str:
-    """{env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS}, with characters unsafe in paths replaced."""
+    """{env}-{algo}-s{seed}-{YYYYmmdd-HHMMSS} ({env}-pixels{size}-... from frames), characters unsafe in paths
+    replaced."""
     env = config.env.replace("/", "_").replace(":", "_")
+    if config.observation.pixels:
+        env += f"-pixels{config.observation.frame_size}"
     return f"{env}-{config.algo}-s{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -192,10 +195,18 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(Path(path), (json.dumps(_clean(data), indent=2) + "\n").encode())
 
 
+def spec_record(spec: EnvSpec) -> dict[str, Any]:
+    """The env spec as run.json holds it: obs_shape only for image observations (vector runs as before it)."""
+    record = asdict(spec)
+    if not spec.obs_shape:
+        del record["obs_shape"]
+    return record
+
+
 def write_config(run_dir: Path, config: Config, spec: EnvSpec) -> None:
     """config.json (exactly the resolved config) and run.json (schema, tool version, env dims)."""
     write_json(Path(run_dir) / RUN_FILE, {"schema_version": SCHEMA_VERSION, "dreamer_version": VERSION,
-                                          "env_spec": asdict(spec)})
+                                          "env_spec": spec_record(spec)})
     write_json(Path(run_dir) / CONFIG_FILE, to_dict(config))
 
 

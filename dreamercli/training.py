@@ -104,7 +104,8 @@ class Trainer:
         torch.set_num_threads(tr.threads)
         torch.manual_seed(tr.seed)
         self.rng = np.random.default_rng(tr.seed)
-        self.env = make_env(config.env, seed=tr.seed, max_episode_steps=tr.max_episode_steps)
+        self.env = make_env(config.env, seed=tr.seed, max_episode_steps=tr.max_episode_steps,
+                            observation=config.observation)
         self.spec = spec_of(self.env)
         self.noise = EpisodeNoise(self.spec.action_dim, tr.noise_exponent, step_limit(self.env) or tr.max_episode_steps)
         self.threshold = threshold_of(config.env, tr.threshold)
@@ -113,7 +114,8 @@ class Trainer:
         self.stop_at = None if stop_at is None else float(stop_at)
         self.agent = Agent(config, self.spec, resolve_device(tr.device))
         self.memory = self.agent.memory()  # the recurrent model's belief of the open episode (else None)
-        self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim)
+        self.buffer = ReplayBuffer(min(tr.buffer_size, tr.steps), self.spec.obs_dim, self.spec.action_dim,
+                                   self.spec.obs_shape)
         self.state = LoopState()
         self.costs = CostModel(tr.steps, tr.prefill, self.agent.pretrain_updates(), tr.eval_every, tr.checkpoint_every,
                                step_limit(self.env) or tr.max_episode_steps)

@@ -343,7 +343,8 @@ def prepare(flags: dict[str, Any], config_file: Path | None, space_file: Path | 
 
     base = check_learns(build(flags, config_file))
     resolve_device(base.train.device)
-    make_env(base.env, max_episode_steps=base.train.max_episode_steps).close()  # an unknown env fails here
+    make_env(base.env, max_episode_steps=base.train.max_episode_steps,  # an unknown env fails here
+             observation=base.observation).close()
     name = name or f"tune-{base.env}-{base.algo}".replace("/", "_").replace(":", "_")
     try:
         runs.check_name(name)

@@ -54,3 +54,30 @@ class BrokenInit(gym.Env):
 
     def __init__(self, render_mode=None):
         raise RuntimeError("simulator licence not found")
+
+
+class MovingDot(gym.Env):
+    """An image observation (20x20 RGB uint8): a dot on a row that actions move left or right; reward near the
+    middle."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gym.spaces.Box(0, 255, (20, 20, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.x, self.t = 0, 0
+
+    def _image(self):
+        image = np.zeros((20, 20, 3), np.uint8)
+        image[8:12, self.x:self.x + 3] = 255
+        return image
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = int(self.np_random.integers(0, 18)), 0
+        return self._image(), {}
+
+    def step(self, action):
+        self.x = int(np.clip(self.x + (1 if int(action) else -1), 0, 17))
+        self.t += 1
+        return self._image(), -abs(self.x - 8.5) / 8.5, False, self.t >= 30, {}

@@ -40,6 +40,10 @@ def other_value(name: str):
     s = SETTINGS[name]
     if name == "env":
         return "Pendulum-v1"
+    if name == "model":
+        return "rssm"  # pixels (on here) need the RSSM
+    if name == "frame_size":
+        return 32  # a power of two
     if s.choices:
         return next(c for c in s.choices if c != s.default)
     if s.kind == "int":

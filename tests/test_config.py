@@ -133,7 +133,7 @@ def test_every_setting_is_declared_with_help_and_a_check_or_a_reason_for_none():
     unchecked = {name for name, s in SETTINGS.items() if not (s.check or s.choices)}
     # Any string names an env; a threshold may be any number or none; stop_at_return a number, its word or
     # none (its own check reads it); a bool is checked by its type alone.
-    assert unchecked == {"env", "threshold", "stop_at_return", "tensorboard"}
+    assert unchecked == {"env", "threshold", "stop_at_return", "tensorboard", "pixels"}
     for name, s in SETTINGS.items():
         assert s.help.endswith(".") and "[" not in s.help, name  # rich would read [...] as markup
     assert field_names() == {name: s.section for name, s in SETTINGS.items()}

@@ -50,7 +50,7 @@ def test_module_class_env():
     ("NoSuchEnv-v0", "unknown environment"),
     ("no_such_module_xyz:Env", "cannot import"),
     ("custom_env:Missing", "no class"),
-    ("custom_env:ImageObs", "flat Box observations"),
+    ("custom_env:ImageObs", "smaller than the 16x16"),
     ("Blackjack-v1", "observation space"),
 ])
 def test_unsupported_envs_get_clear_errors(env_id, match):

@@ -23,7 +23,7 @@ def test_run_folder_is_complete_and_loadable(cartpole_run):
     assert meta["schema_version"] == 2 and "dreamer_version" in meta and meta["env_spec"]["obs_dim"] == 4
     # config.json holds the config alone, so it can be passed back as --config
     assert set(json.loads((cartpole_run / "config.json").read_text())) == {
-        "env", "algo", "preset", "world_model", "actor_critic", "train", "learner"}
+        "env", "algo", "preset", "world_model", "actor_critic", "train", "learner", "observation"}
     summary = json.loads((cartpole_run / "summary.json").read_text())
     for key in ("final_eval", "env_steps", "wall_seconds", "best_eval", "steps_to_threshold", "threshold"):
         assert key in summary

@@ -151,6 +151,20 @@ class Beliefs:
         h = self.next_h[prev] * torch.as_tensor(carried, dtype=torch.float32)[:, None]
         return h.to(self.device)
 
+    @torch.no_grad()
+    def next_states(self, replay: ReplayBuffer, last: np.ndarray) -> torch.Tensor:
+        """s_{t+1} after the slots (n, state): the next slot's belief where its episode goes on in the replay, else
+        (an episode's end, the newest step) the posterior of next_obs from h_{t+1}, the few that need the encoder."""
+        age = (last - replay.cursor) % replay.capacity if len(replay) == replay.capacity else last
+        nxt = (last + 1) % replay.capacity
+        goes_on = (age + 1 < len(replay)) & (replay.episode[nxt] == replay.episode[last])
+        states = self.state[nxt].clone()
+        ends = np.flatnonzero(~goes_on)
+        if len(ends):
+            obs = torch.as_tensor(replay.next_obs[last[ends]], device=self.device)
+            states[ends] = self.model.observe_step(self.next_h[last[ends]].to(self.device), obs).cpu()
+        return states.to(self.device)
+
     def inputs(self, slots: np.ndarray, after: bool = False) -> torch.Tensor:
         """What the off-policy learner reads beside o_t: h_t at the slots, or h_{t+1} after them."""
         return (self.next_h[slots] if after else self.model.split(self.state[slots])[0]).to(self.device)
@@ -173,11 +187,13 @@ class Beliefs:
 
 
 class BeliefOffPolicy(OffPolicyLearner):
-    """SAC on replayed transitions whose inputs are [o_t, h_t]: the observation and the model's belief."""
+    """SAC on replayed transitions whose inputs are [o_t, h_t]: the observation and the model's belief; or, with
+    reads_state (image observations: never raw pixels), the model state s_t = [h_t, z_t] alone."""
 
-    def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs, obs_dim: int):
+    def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs, obs_dim: int,
+                 reads_state: bool = False):
         super().__init__(sac, cfg, device)
-        self.beliefs, self.obs_dim = beliefs, obs_dim
+        self.beliefs, self.obs_dim, self.reads_state = beliefs, obs_dim, reads_state
         self.replay: ReplayBuffer | None = None  # the replay of the last step, for metrics()
 
     def before_updates(self, replay: ReplayBuffer, rng: np.random.Generator) -> None:
@@ -191,7 +207,7 @@ class BeliefOffPolicy(OffPolicyLearner):
         Each input j counts ||W_j|| * rms(x_j) (its weights in every critic, times its size over the
         newest replayed steps), so 0 means the learner ignores the model and 1 that it reads nothing else.
         """
-        if self.replay is None or self.beliefs.believed == 0:
+        if self.replay is None or self.beliefs.believed == 0 or self.reads_state:  # no observation beside it
             return {}
         n = min(len(self.replay), 256)
         slots = (self.replay.cursor - 1 - np.arange(n)) % self.replay.capacity
@@ -210,6 +226,10 @@ class BeliefOffPolicy(OffPolicyLearner):
         ln = self.cfg
         slots = rng.integers(0, len(replay), size=ln.sac_batch * len(turns))
         batch, last = replay.transitions_at(slots, self.device, ln.sac_nstep, ln.sac_discount)
-        batch = batch._replace(obs=torch.cat([batch.obs, self.beliefs.inputs(slots)], -1),
-                               next_obs=torch.cat([batch.next_obs, self.beliefs.inputs(last, after=True)], -1))
+        if self.reads_state:
+            batch = batch._replace(obs=self.beliefs.state[slots].to(self.device),
+                                   next_obs=self.beliefs.next_states(replay, last))
+        else:
+            batch = batch._replace(obs=torch.cat([batch.obs, self.beliefs.inputs(slots)], -1),
+                                   next_obs=torch.cat([batch.next_obs, self.beliefs.inputs(last, after=True)], -1))
         return self.sac.updates(batch, turns)

@@ -5,7 +5,9 @@ predicts the step, the posterior q(z_t | h_t, o_t) corrects it with the observat
 s_t = [h_t, z_t] is what imagination rolls forward, what a latent-reading actor and critic read, and
 what the reward, continue and observation heads decode, so the RSSM offers the latent model's
 interface (`imagine`, `reward`, `cont`, `decode`, `loss`) with `latent_dim` = deter + stoch.
-An episode starts from h = 0 (DreamerV3 resets on its `is_first` flag the same way).
+An episode starts from h = 0 (DreamerV3 resets on its `is_first` flag the same way). Image
+observations go through a convolutional encoder and decoder (conv.py), their loss on pixels / 255 - 0.5
+summed over the pixels as DreamerV3's; vectors through MLPs in symlog scale.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from ..config import WorldModelConfig
 from ..nets import gaussian, gaussian_kl, mlp, symexp, symlog, zero_output
+from .conv import ConvDecoder, ConvEncoder
 from .latent import Imagined
 
 
@@ -27,13 +30,15 @@ class RSSM(nn.Module):
     recurrent = True
     disagreement = None  # no one-step ensemble: novelty in imagination is the latent model's
 
-    def __init__(self, cfg: WorldModelConfig, obs_dim: int, action_dim: int):
+    def __init__(self, cfg: WorldModelConfig, obs_dim: int, action_dim: int, obs_shape: tuple[int, ...] = ()):
+        """obs_shape: (H, W, C) of image observations (read by convolutions); () for vectors of obs_dim."""
         super().__init__()
         self.cfg = cfg
         deter, stoch, hidden, layers = cfg.deter_dim, cfg.latent_dim, cfg.hidden_dim, cfg.hidden_layers
         self.deter, self.stoch = deter, stoch
         self.latent_dim = deter + stoch
-        self.embed = mlp(obs_dim, hidden, hidden, 1)
+        self.image = bool(obs_shape)
+        self.embed = ConvEncoder(obs_shape, hidden) if self.image else mlp(obs_dim, hidden, hidden, 1)
         self.gru_in = mlp(stoch + action_dim, hidden, hidden, 0)
         self.gru = nn.GRUCell(hidden, deter)
         self.prior_net = mlp(deter, hidden, 2 * stoch, 1)
@@ -41,7 +46,7 @@ class RSSM(nn.Module):
         feat = deter + stoch
         self.reward_head = zero_output(mlp(feat + action_dim, hidden, 1, layers))
         self.cont_head = mlp(feat, hidden, 1, layers)
-        self.decoder = mlp(feat, hidden, obs_dim, layers)
+        self.decoder = ConvDecoder(feat, obs_shape) if self.image else mlp(feat, hidden, obs_dim, layers)
 
     # -- the maths -------------------------------------------------------------------------
 
@@ -69,8 +74,8 @@ class RSSM(nn.Module):
         return gaussian(self.post_net(torch.cat([h, embedded], -1)), self.cfg.min_std)
 
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """embed(o): observations enter in symlog scale."""
-        return self.embed(symlog(obs))
+        """embed(o): vectors enter in symlog scale, images as they are (the encoder scales their pixels)."""
+        return self.embed(obs) if self.image else self.embed(symlog(obs))
 
     def observe_step(self, h: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """s_t = [h_t, posterior mean of z_t]: the belief after seeing o_t (acting and beliefs are deterministic)."""
@@ -89,8 +94,18 @@ class RSSM(nn.Module):
         return torch.sigmoid(self.cont_head(state).squeeze(-1))
 
     def decode(self, state: torch.Tensor) -> torch.Tensor:
-        """Reconstructed observation in the env's own units."""
+        """Reconstructed observation in the env's own units (an image's pixels in [0, 255], as floats)."""
+        if self.image:
+            return ((self.decoder(state) + 0.5) * 255.0).clamp(0.0, 255.0)
         return symexp(self.decoder(state))
+
+    def recon_loss(self, states: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Squared reconstruction error of each step, summed over the observation: (B, T, obs...) -> (B, T).
+
+        Vectors in symlog scale; images on pixels / 255 - 0.5 (DreamerV3's MSE, summed over the pixels)."""
+        if self.image:
+            return (self.decoder(states) - (obs.float() / 255.0 - 0.5)).pow(2).sum((-3, -2, -1))
+        return (self.decoder(states) - symlog(obs)).pow(2).sum(-1)
 
     def imagine(self, s0: torch.Tensor, policy: Callable[[torch.Tensor], torch.Tensor], horizon: int,
                 sample: bool = False) -> Imagined:
@@ -192,7 +207,7 @@ class RSSM(nn.Module):
         n_term = (term * step_mask).sum()
         balance = 1.0 + term * ((step_mask.sum() - n_term) / n_term.clamp(min=1.0) - 1.0).clamp(0.0, 9.0)
         losses = {
-            "recon": masked((self.decoder(states) - symlog(all_obs)).pow(2).sum(-1)),
+            "recon": masked(self.recon_loss(states, all_obs)),
             "reward_loss": masked((r_pred - symlog(rewards)).pow(2), step_mask),
             "cont_loss": masked(F.binary_cross_entropy_with_logits(c_logit, 1.0 - term, reduction="none") * balance,
                                 step_mask),
@@ -202,7 +217,8 @@ class RSSM(nn.Module):
         with torch.no_grad():
             # Open-loop error: the prior's guess of the last observation, from the first step's belief.
             guess = self.open_loop(states[:, 0], actions.transpose(0, 1))[-1]
-            err = (self.decode(guess) - next_obs[:, -1]).abs().mean(-1)
+            err = (self.decode(guess) - next_obs[:, -1]).abs()
+            err = err.flatten(1).mean(-1) if self.image else err.mean(-1)  # (B,)
             last = step_mask[:, -1]
             metrics = {"kl": masked(dyn).item(), "prior_std": masked(p_std.mean(-1)).item(),
                        "open_loop_obs_err": ((err * last).sum() / last.sum().clamp(min=1)).item()}

@@ -92,6 +92,7 @@ def test_malformed_search_spaces_are_refused(tmp_path, space, message):
     assert message in str(error.value)
 
 
+@pytest.mark.bench  # a study of several trials: CI's second step
 def test_two_workers_share_one_journal_and_the_best_config_trains_alike(tmp_path):
     result = tune_cli(tmp_path, "--study", "s", "--trials", "3", "--workers", "2")
     assert result.exit_code == 0, result.output
@@ -126,6 +127,7 @@ def test_a_trial_below_the_prune_floor_stops_at_its_first_evaluation_after_the_w
     assert "pruned" in result.output and not (tmp_path / "runs" / "p" / tune.BEST_FILE).exists()
 
 
+@pytest.mark.bench  # a study of several trials: CI's second step
 def test_a_study_resumes_to_its_total_with_the_same_settings_only(tmp_path):
     assert tune_cli(tmp_path, "--study", "r", "--trials", "2").exit_code == 0
     study = tmp_path / "runs" / "r"
@@ -140,6 +142,7 @@ def test_a_study_resumes_to_its_total_with_the_same_settings_only(tmp_path):
     assert other.exit_code == 2 and "other fixed settings" in other.output
 
 
+@pytest.mark.bench  # a study of several trials: CI's second step
 def test_ctrl_c_abandons_the_running_trial_and_the_same_command_runs_it_again(tmp_path):
     # A longer trial (600 env steps) to be interrupted in; one searched field.
     args = ["tune", *TINY, "--steps", "600", "--eval-every", "300", "--sac-ratio", "1", "--study", "c",

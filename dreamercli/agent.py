@@ -23,7 +23,6 @@ from .learners.hybrid import HybridLearner
 from .learners.imagination import ActorCritic, ImaginationLearner
 from .learners.off_policy import OffPolicyLearner, Update
 from .learners.policy import Actor
-from .learners.recall import RecallTest
 from .learners.sac import SAC
 from .learners.world_model import ModelLearner
 from .models import WorldModel
@@ -60,8 +59,8 @@ COMPOSITIONS = {
                           branching=False),
 }
 MODELS = {"latent": WorldModel, "rssm": RSSM}
-# Weights (by name prefix) a run folder written before them lacks; loading it keeps their fresh values.
-ADDED_SINCE = ("sac.reward_scale", "recall.")
+# Weights a run folder written before them lacks; loading it keeps their fresh values (0: none seen yet).
+ADDED_SINCE = ("sac.reward_scale",)
 
 
 def model_kind(config: Config) -> str | None:
@@ -136,12 +135,8 @@ class Agent(nn.Module):
         self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt,
                        obs_in if self.reads_state else spec.obs_dim) if parts.off_policy else None
         self.off_policy: OffPolicyLearner | None = None
-        # Whether the belief pays: belief's learner reads h only once it predicts what o cannot (recall.py).
-        self.recall = RecallTest(spec.obs_dim, spec.action_dim, wm.deter_dim, ln.belief_gain).to(self.device) \
-            if self.reads_belief and not self.reads_state else None
         if self.reads_belief:
-            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim, self.recall,
-                                              self.reads_state)
+            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim, self.reads_state)
         elif parts.branching:
             self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
                                             spec.obs_dim, spec.action_dim, self.model_draws)
@@ -158,8 +153,7 @@ class Agent(nn.Module):
         # hybrid imagines after as many model updates as the guard's trust allows; dreamer after each.
         imagine_due = self.off_policy.imagine_due if parts.branching else lambda: True
         self.model_learner = None if self.world_model is None else ModelLearner(
-            self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due, self.beliefs,
-            self.recall)
+            self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due, self.beliefs)
 
     @property
     def policy(self) -> Actor:
@@ -176,12 +170,8 @@ class Agent(nn.Module):
         if self.reads_state:
             return symlog(state)
         if self.reads_belief:
-            return symlog(torch.cat([obs, self.belief_read(self.world_model.split(state)[0])], -1))
+            return symlog(torch.cat([obs, self.world_model.split(state)[0]], -1))
         return symlog(obs)
-
-    def belief_read(self, h: torch.Tensor) -> torch.Tensor:
-        """h as the belief learner reads it: itself once the recall test's gate is open, zeros before."""
-        return h if self.recall is None or self.recall.reads_belief else torch.zeros_like(h)
 
     def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
         """What the policy reads of an imagined latent: z itself, or its decoding in symlog units (beside the
@@ -191,7 +181,7 @@ class Agent(nn.Module):
         if self.reads_state:
             return symlog(z)
         if self.reads_belief:
-            return torch.cat([self.world_model.decoder(z), symlog(self.belief_read(self.world_model.split(z)[0]))], -1)
+            return torch.cat([self.world_model.decoder(z), symlog(self.world_model.split(z)[0])], -1)
         return self.world_model.decoder(z)
 
     def model_draws(self, rng: np.random.Generator | None = None
@@ -261,8 +251,6 @@ class Agent(nn.Module):
             yield from self.model_learner.learn(replay, step, rng)
         if self.beliefs is not None and step >= self.config.train.prefill:
             self.beliefs.follow(replay, step)  # after the model's updates, before the learner reads them
-            if self.recall is not None:
-                self.recall.learn(replay, self.world_model, self.beliefs.next_h, step, rng)
         if self.off_policy is not None and step >= self.config.train.prefill:
             yield from self.off_policy.learn(replay, rng)
 
@@ -285,8 +273,6 @@ class Agent(nn.Module):
                 opts["actor_imagination"] = self.imagination.actor_opt
         if self.sac is not None:
             opts.update(self.sac.optimisers())
-        if self.recall is not None:
-            opts["recall"] = self.recall.optimiser()
         return {k: v for k, v in opts.items() if v is not None}
 
     def buffers(self) -> dict[str, ReplayBuffer]:
@@ -340,8 +326,7 @@ class Agent(nn.Module):
         """Load tensors written by weights(); ValueError in one line unless names and shapes match."""
         own = self.state_dict()
         # Tensors added since older run folders were written keep their fresh values there.
-        added = {k for k in own if k.startswith(ADDED_SINCE) and k not in tensors}
-        missing = sorted(set(own) - set(tensors) - added)
+        missing = sorted(set(own) - set(tensors) - set(ADDED_SINCE))
         unexpected = sorted(set(tensors) - set(own))
         wrong = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
         problems = []
@@ -355,7 +340,5 @@ class Agent(nn.Module):
                             f"the config needs {tuple(own[k].shape)})")
         if problems:
             raise ValueError("tensors do not fit the config: " + "; ".join(problems))
-        self.load_state_dict({**{k: own[k] for k in added},
+        self.load_state_dict({**{k: own[k] for k in ADDED_SINCE if k in own and k not in tensors},
                               **{k: v.to(self.device) for k, v in tensors.items()}}, strict=True)
-        if self.recall is not None and "recall.open" in added:
-            self.recall.open.fill_(1.0)  # a belief run from before the recall test read h from the start

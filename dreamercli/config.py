@@ -78,7 +78,7 @@ class WorldModelConfig:
                                  "remembers what observations leave out), auto (the algo's own: rssm for belief, "
                                  "latent for the others).", choices=MODELS)
     latent_dim: int = setting(64, "Size of the Gaussian latent z.", "> 0")
-    deter_dim: int = setting(64, "Units of the RSSM's recurrent state h (its GRU).", "> 0")
+    deter_dim: int = setting(128, "Units of the RSSM's recurrent state h (its GRU).", "> 0")
     hidden_dim: int = setting(128, "Width of every hidden layer (world model and actor-critic).", "> 0")
     hidden_layers: int = setting(2, "Hidden layers of every network (world model and actor-critic).", "> 0")
     wm_lr: float = setting(1e-3, "Adam learning rate of the encoder, transition, heads and decoder.", "> 0")
@@ -178,10 +178,6 @@ class LearnerConfig:
     sac_novelty: float = setting(1.0, "Reward for novel observations (random network distillation), relative to "
                                       "its mean, paid while the replay holds no real episode end and its rewards "
                                       "vary by less than a tenth of this (0: none).", ">= 0")
-    belief_gain: float = setting(0.25, "belief: share of a step's outcome (an observation's change, the reward) "
-                                       "that the RSSM's belief must predict beyond the observation, on held-out "
-                                       "episodes, before the learner reads it (0: read it from the start).",
-                                 "in [0, 1]")
     real_share: float = setting(0.5, "Least share of real transitions in a SAC batch (when the model is fully "
                                      "trusted).", "in (0, 1]")
     branch_length: int = setting(5, "Longest branched rollout through the model; the guard picks 0 up to this.",

@@ -39,14 +39,12 @@ def rows_without_timings(run_dir):
 HYBRID = {"algo": "hybrid", "trust_threshold": 1.0, "trust_window": 20, "sac_batch": 32, "sac_hidden": 32}
 
 
-# belief: the RSSM's replayed beliefs and the open episode's belief must come back too (Pendulum: mid-episode);
-# with its gate shut (the recall test's predictors and scores) and open from the start (SAC reading h).
+# belief: the RSSM's replayed beliefs and the open episode's belief must come back too (Pendulum: mid-episode).
 BELIEF = {"algo": "belief", "sac_batch": 32, "sac_hidden": 32}
 
 
 @pytest.mark.parametrize("env, overrides", [("CartPole-v1", {}), ("Pendulum-v1", {}), ("CartPole-v1", HYBRID),
-                                            ("Pendulum-v1", {"novelty": 0.3}), ("Pendulum-v1", BELIEF),
-                                            ("CartPole-v1", {**BELIEF, "belief_gain": 0.0})])
+                                            ("Pendulum-v1", {"novelty": 0.3}), ("Pendulum-v1", BELIEF)])
 def test_interrupted_and_resumed_equals_uninterrupted(env, overrides, tmp_path, request):
     # tiny: checkpoints at steps 150 and 300; the crash at 230 loses steps 151-230, which the
     # resume redoes from the checkpoint (Pendulum: mid-episode, so the env is replayed).
@@ -70,10 +68,6 @@ def test_interrupted_and_resumed_equals_uninterrupted(env, overrides, tmp_path, 
     if config.algo == "belief":  # the beliefs and the open episode's memory were saved, not recomputed
         saved = checkpoint.read(cut)
         assert saved.part("belief")["state"].abs().sum() > 0 and saved.part("memory")["h"].abs().sum() > 0
-        shut = config.learner.belief_gain > 0  # tiny runs end before the recall test may open the gate
-        assert (saved.part("weights")["recall.open"] == 0) == shut == ("step" in saved.part("opt/recall"))
-        shares = [r["hybrid/belief_share"] for r in runs.read_metrics(cut) if "hybrid/belief_share" in r]
-        assert shares and (max(shares) == 0) == shut
     if config.algo == "hybrid":  # the guard opened, and the model buffer came back with the rest
         assert any(r.get("hybrid/branch_length", 0) > 0 for r in runs.read_metrics(cut))
         assert len(checkpoint.read(cut).part("model_replay")["rewards"]) > 0

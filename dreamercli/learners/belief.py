@@ -18,7 +18,6 @@ from ..buffer import ReplayBuffer
 from ..config import LearnerConfig
 from ..models.rssm import RSSM
 from .off_policy import OffPolicyLearner
-from .recall import RecallTest
 from .sac import SAC
 
 REFRESH_EVERY = 100  # env steps between recomputing every replayed belief with the current model
@@ -192,9 +191,9 @@ class BeliefOffPolicy(OffPolicyLearner):
     reads_state (image observations: never raw pixels), the model state s_t = [h_t, z_t] alone."""
 
     def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs, obs_dim: int,
-                 recall: RecallTest | None, reads_state: bool = False):
+                 reads_state: bool = False):
         super().__init__(sac, cfg, device)
-        self.beliefs, self.obs_dim, self.recall, self.reads_state = beliefs, obs_dim, recall, reads_state
+        self.beliefs, self.obs_dim, self.reads_state = beliefs, obs_dim, reads_state
         self.replay: ReplayBuffer | None = None  # the replay of the last step, for metrics()
 
     def before_updates(self, replay: ReplayBuffer, rng: np.random.Generator) -> None:
@@ -208,13 +207,8 @@ class BeliefOffPolicy(OffPolicyLearner):
         Each input j counts ||W_j|| * rms(x_j) (its weights in every critic, times its size over the
         newest replayed steps), so 0 means the learner ignores the model and 1 that it reads nothing else.
         """
-        if self.reads_state:  # no observation beside it
+        if self.replay is None or self.beliefs.believed == 0 or self.reads_state:  # no observation beside it
             return {}
-        found = self.recall.metrics()
-        if self.replay is None or not self.recall.reads_belief:
-            return {**found, "hybrid/belief_share": 0.0} if found else found
-        if self.beliefs.believed == 0:
-            return found
         n = min(len(self.replay), 256)
         slots = (self.replay.cursor - 1 - np.arange(n)) % self.replay.capacity
         x = self.sac.features(torch.cat([torch.as_tensor(self.replay.obs[slots], device=self.device),
@@ -222,13 +216,7 @@ class BeliefOffPolicy(OffPolicyLearner):
         columns = x.shape[-1]
         weight = self.sac.critics.weights[0][:, :columns]  # (members, inputs[, + actions], hidden)
         signal = weight.pow(2).sum((0, 2)).sqrt() * x.pow(2).mean(0).sqrt()
-        return {**found, "hybrid/belief_share": (signal[self.obs_dim:].sum() / signal.sum().clamp_min(1e-12)).item()}
-
-    def read(self, slots: np.ndarray, after: bool = False) -> torch.Tensor:
-        """The beliefs the learner reads at the slots (Beliefs.inputs): zeros until the recall test's gate opens."""
-        if self.recall is None or self.recall.reads_belief:
-            return self.beliefs.inputs(slots, after)
-        return torch.zeros(len(slots), self.beliefs.model.deter, device=self.device)
+        return {"hybrid/belief_share": (signal[self.obs_dim:].sum() / signal.sum().clamp_min(1e-12)).item()}
 
     def updates(self, replay: ReplayBuffer, turns: list[bool], rng: np.random.Generator
                 ) -> Iterator[dict[str, float] | None]:
@@ -242,6 +230,6 @@ class BeliefOffPolicy(OffPolicyLearner):
             batch = batch._replace(obs=self.beliefs.state[slots].to(self.device),
                                    next_obs=self.beliefs.next_states(replay, last))
         else:
-            batch = batch._replace(obs=torch.cat([batch.obs, self.read(slots)], -1),
-                                   next_obs=torch.cat([batch.next_obs, self.read(last, after=True)], -1))
+            batch = batch._replace(obs=torch.cat([batch.obs, self.beliefs.inputs(slots)], -1),
+                                   next_obs=torch.cat([batch.next_obs, self.beliefs.inputs(last, after=True)], -1))
         return self.sac.updates(batch, turns)

@@ -20,7 +20,6 @@ from .belief import Beliefs
 from .hybrid import Draws
 from .imagination import ImaginationLearner
 from .off_policy import Update
-from .recall import IDLE_SHARE, RecallTest
 
 GRAD_CLIP = 100.0  # global gradient-norm clip of the model's optimiser (as every optimiser here)
 
@@ -32,14 +31,13 @@ class ModelLearner:
 
     def __init__(self, world_model: WorldModel, config: Config, device: torch.device, draws: Draws,
                  imagination: ImaginationLearner | None = None, imagine_due: Callable[[], bool] = lambda: False,
-                 beliefs: Beliefs | None = None, recall: RecallTest | None = None):
+                 beliefs: Beliefs | None = None):
         self.world_model, self.train_cfg, self.device, self.draws = world_model, config.train, device, draws
         self.seq_len = config.world_model.seq_len
         self.opt = FlatAdam(world_model, config.world_model.wm_lr, GRAD_CLIP)
         self.imagination, self.imagine_due = imagination, imagine_due
         self.owed = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
         self.beliefs = beliefs  # a recurrent model's replayed beliefs: what its sequences start from
-        self.recall = recall  # the test of whether the belief pays (belief): it sets the model's rate
 
     def learn(self, replay: ReplayBuffer, step: int, rng: np.random.Generator) -> Iterator[Update]:
         """Env step `step`'s model updates: the pretraining at the prefill's last step, then train_ratio's."""
@@ -51,8 +49,7 @@ class ModelLearner:
                 yield "pretrain", self.update(replay, rng, behave=False)
         if step < tr.prefill:
             return
-        # While the learner ignores the belief, the model serves only the recall test and `imagine`.
-        self.owed += tr.train_ratio * (1.0 if self.recall is None or self.recall.reads_belief else IDLE_SHARE)
+        self.owed += tr.train_ratio
         while self.owed >= 1.0:
             yield "update", self.update(replay, rng, behave=self.imagination is not None and self.imagine_due())
             self.owed -= 1.0

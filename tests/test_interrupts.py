@@ -71,7 +71,11 @@ def kill_and_recover(tmp_path: Path, moment: float) -> None:
     assert len(steps) == len(set(steps)), "a metrics row was written twice"
 
 
-@pytest.mark.parametrize("moment", np.random.default_rng(0).uniform(0.0, 5.0, size=3).round(2).tolist())
+# One moment in the README's test command, two more in CI's second step (-m bench): each costs a run.
+MOMENTS = np.random.default_rng(0).uniform(0.0, 5.0, size=3).round(2).tolist()
+
+
+@pytest.mark.parametrize("moment", [MOMENTS[0], *(pytest.param(m, marks=pytest.mark.bench) for m in MOMENTS[1:])])
 def test_kill_9_at_a_random_moment_loses_nothing_but_the_last_steps(tmp_path, moment):
     kill_and_recover(tmp_path, moment)
 
@@ -100,6 +104,7 @@ def test_a_signal_checkpoints_and_exits_with_its_code(tmp_path, sig, code):
     assert json.loads((run / runs.SUMMARY_FILE).read_text())["env_steps"] == stopped + 50
 
 
+@pytest.mark.bench  # two seed workers and their parent: CI's second step
 def test_sigint_reaches_every_seed_worker(tmp_path):
     proc = start_training(tmp_path, "multi", "--steps", "5000", "--seeds", "0", "1", "--workers", "2")
     folders = [tmp_path / "multi-s0", tmp_path / "multi-s1"]

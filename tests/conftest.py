@@ -4,7 +4,27 @@ import dataclasses
 
 import pytest
 
+from dreamercli import runs
 from dreamercli.config import from_preset, with_overrides
+
+TIMING = {"time", "train/sps", "eval/seconds"}  # metrics that differ between two runs of one config
+
+
+class Crash(Exception):
+    """Stands in for a kill: the loop stops between two env steps, after its last checkpoint."""
+
+
+def crash_at(step):
+    """An on_progress callback that raises Crash once the loop reaches env step `step`."""
+    def on_progress(p):
+        if p.step >= step:
+            raise Crash()
+    return on_progress
+
+
+def rows_without_timings(run_dir):
+    """A run folder's metrics rows without the wall-clock ones."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run_dir)]
 
 
 def tiny(env: str, **overrides):

@@ -9,30 +9,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
+from conftest import Crash, crash_at, rows_without_timings, tiny
 
 from dreamercli import checkpoint, runs
 from dreamercli.buffer import ReplayBuffer
 from dreamercli.optim import FlatAdam
 from dreamercli.training import LoopState, Trainer, resume, train
-
-TIMING = {"time", "train/sps", "eval/seconds"}
-
-
-class Crash(Exception):
-    """Stands in for a kill: the loop stops between two env steps, after its last checkpoint."""
-
-
-def crash_at(step):
-    def on_progress(p):
-        if p.step >= step:
-            raise Crash()
-    return on_progress
-
-
-def rows_without_timings(run_dir):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run_dir)]
-
 
 # hybrid with a lenient guard, so that branched rollouts, the model buffer, SAC and the guard's
 # window are all part of what a checkpoint must bring back.

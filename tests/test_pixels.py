@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
+from conftest import Crash, crash_at, rows_without_timings, tiny
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -23,23 +23,6 @@ from dreamercli.models.conv import ConvDecoder, ConvEncoder, conv_layers
 from dreamercli.models.rssm import RSSM
 from dreamercli.nets import symlog
 from dreamercli.training import resume, train
-
-
-class Crash(Exception):
-    """Stands in for a kill between two env steps (as in test_checkpoint.py)."""
-
-
-def crash_at(step):
-    def on_progress(p):
-        if p.step >= step:
-            raise Crash()
-    return on_progress
-
-
-def rows_without_timings(run_dir):
-    return [{k: v for k, v in r.items() if k not in {"time", "train/sps", "eval/seconds"}}
-            for r in runs.read_metrics(run_dir)]
-
 
 # A pixel CartPole-v1 run small enough for a test: 16x16 frames, checkpoints at steps 80 and 160.
 PIXELS = {"algo": "belief", "pixels": True, "frame_size": 16, "steps": 160, "prefill": 60, "pretrain": 10,

@@ -11,7 +11,7 @@ from . import runs
 from .agent import Agent, resolve_device
 from .checkpoint import load_agent
 from .config import Config, from_preset, validate, with_overrides
-from .envs import make_env, spec_of
+from .envs import make_run_env, spec_of
 from .evaluation import evaluate_policy
 from .training import train
 
@@ -21,8 +21,7 @@ class DreamerLite:
 
     def __init__(self, env_name: str = "CartPole-v1", preset: str = "default", **hparams: Any):
         self.config: Config = validate(with_overrides(from_preset(preset), {"env": env_name, **hparams}))
-        env = make_env(env_name, max_episode_steps=self.config.train.max_episode_steps,
-                       observation=self.config.observation)
+        env = make_run_env(self.config)
         self.spec = spec_of(env)
         env.close()
         self.agent = self._build_agent()

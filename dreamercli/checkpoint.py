@@ -125,15 +125,14 @@ def load_agent(run_dir: Path, device: str = "auto", threads: int | None = None, 
     """
     from .agent import resolve_device
     from .config import ConfigError
-    from .envs import make_env
+    from .envs import make_run_env
 
     config, spec = runs.load_config(run_dir)
     runs.check_env_trust(run_dir, config.env, env, trust_env_code)
     if threads is not None and threads <= 0:
         raise ConfigError(f"threads must be > 0, got {threads}")
     tensors = runs.load_weights(run_dir)
-    make_env(config.env, max_episode_steps=config.train.max_episode_steps,  # importable, same spaces
-             observation=config.observation).close()
+    make_run_env(config).close()  # importable, same spaces
     torch.set_num_threads(config.train.threads if threads is None else threads)
     agent = Agent(config, spec, resolve_device(device))
     try:

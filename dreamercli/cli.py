@@ -153,13 +153,13 @@ def _prepare(flags: dict[str, Any], config_file: Path | None, runs_dir: Path, na
     """The config, with the device, the env and the run folder checked before any folder is made."""
     from . import runs
     from .agent import resolve_device
-    from .envs import make_env
+    from .envs import make_run_env
     from .training import check_learns
 
     config = check_learns(cfg.build(flags, config_file))
     resolve_device(config.train.device)
     # Unknown ids, env constructors that fail and unsupported spaces are all refused here.
-    make_env(config.env, max_episode_steps=config.train.max_episode_steps, observation=config.observation).close()
+    make_run_env(config).close()
     return config, runs.prepare_run_dir(runs_dir, name, config, force)
 
 

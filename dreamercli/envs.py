@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import TimeLimit
 
-from .config import DEFAULT_MAX_EPISODE_STEPS, ObservationConfig
+from .config import DEFAULT_MAX_EPISODE_STEPS, Config, ObservationConfig
 
 MIN_FRAME = 16  # the smallest image the convolutional encoder reads (two stride-2 layers down to 4x4)
 
@@ -111,6 +111,12 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+def make_run_env(config: Config, seed: int | None = None) -> gym.Env:
+    """make_env for a run's config: its env id, step limit and observation (vectors or frames)."""
+    return make_env(config.env, seed=seed, max_episode_steps=config.train.max_episode_steps,
+                    observation=config.observation)
 
 
 def _image_space(space) -> bool:

@@ -26,7 +26,7 @@ from .envs import (
     check_observation,
     checked_reward,
     encode_action,
-    make_env,
+    make_run_env,
     spec_of,
     step_limit,
     threshold_of,
@@ -104,8 +104,7 @@ class Trainer:
         torch.set_num_threads(tr.threads)
         torch.manual_seed(tr.seed)
         self.rng = np.random.default_rng(tr.seed)
-        self.env = make_env(config.env, seed=tr.seed, max_episode_steps=tr.max_episode_steps,
-                            observation=config.observation)
+        self.env = make_run_env(config, seed=tr.seed)
         self.spec = spec_of(self.env)
         self.noise = EpisodeNoise(self.spec.action_dim, tr.noise_exponent, step_limit(self.env) or tr.max_episode_steps)
         self.threshold = threshold_of(config.env, tr.threshold)

@@ -324,7 +324,7 @@ def prepare(flags: dict[str, Any], config_file: Path | None, space_file: Path | 
             **search: Any) -> Setup:
     """Check the command's input and build the study's setup; creates nothing. ConfigError for the user."""
     from .agent import resolve_device
-    from .envs import make_env, threshold_of
+    from .envs import make_run_env, threshold_of
 
     for option, value, least in (("trials", trials, 1), ("workers", workers, 1),
                                  *((k, v, 0) for k, v in search.items() if k != "prune_below")):
@@ -343,8 +343,7 @@ def prepare(flags: dict[str, Any], config_file: Path | None, space_file: Path | 
 
     base = check_learns(build(flags, config_file))
     resolve_device(base.train.device)
-    make_env(base.env, max_episode_steps=base.train.max_episode_steps,  # an unknown env fails here
-             observation=base.observation).close()
+    make_run_env(base).close()  # an unknown env fails here
     name = name or f"tune-{base.env}-{base.algo}".replace("/", "_").replace(":", "_")
     try:
         runs.check_name(name)

@@ -89,16 +89,18 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty replay buffer")
         return self.transitions_at(rng.integers(0, self.size, size=batch_size), device, nstep, discount)[0]
 
-    def transitions_at(self, i: np.ndarray, device: torch.device, nstep: int = 1,
-                       discount: float = 1.0) -> tuple[TransitionBatch, np.ndarray]:
-        """The (n-step) transitions from slots i, and the slot each ends at."""
+    def transitions_at(self, i: np.ndarray, device: torch.device, nstep: int = 1, discount: float = 1.0,
+                       observations: bool = True) -> tuple[TransitionBatch, np.ndarray]:
+        """The (n-step) transitions from slots i, and the slot each ends at. Without observations, obs and
+        next_obs are empty (n, 0): for a learner that reads something else in their place (frames' beliefs)."""
         steps = np.ones(len(i), np.float32)
         if nstep == 1:
             last, rewards = i, self.rewards[i]
         else:
             last, rewards = self.run_on(i, nstep, discount, steps)
+        obs, next_obs = (self.obs[i], self.next_obs[last]) if observations else (np.empty((len(i), 0), np.float32),) * 2
         return TransitionBatch(*(torch.as_tensor(x, device=device) for x in (
-            self.obs[i], self.actions[i], rewards, self.next_obs[last], self.terminated[last], steps))), last
+            obs, self.actions[i], rewards, next_obs, self.terminated[last], steps))), last
 
     def run_on(self, i: np.ndarray, nstep: int, discount: float, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The last slot and the discounted reward sum of n-step transitions from slots i; counts steps in place."""

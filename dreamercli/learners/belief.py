@@ -225,7 +225,8 @@ class BeliefOffPolicy(OffPolicyLearner):
             return iter(())
         ln = self.cfg
         slots = rng.integers(0, len(replay), size=ln.sac_batch * len(turns))
-        batch, last = replay.transitions_at(slots, self.device, ln.sac_nstep, ln.sac_discount)
+        batch, last = replay.transitions_at(slots, self.device, ln.sac_nstep, ln.sac_discount,
+                                            observations=not self.reads_state)  # frames: read through beliefs
         if self.reads_state:
             batch = batch._replace(obs=self.beliefs.state[slots].to(self.device),
                                    next_obs=self.beliefs.next_states(replay, last))

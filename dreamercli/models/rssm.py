@@ -217,8 +217,7 @@ class RSSM(nn.Module):
         with torch.no_grad():
             # Open-loop error: the prior's guess of the last observation, from the first step's belief.
             guess = self.open_loop(states[:, 0], actions.transpose(0, 1))[-1]
-            err = (self.decode(guess) - next_obs[:, -1]).abs()
-            err = err.flatten(1).mean(-1) if self.image else err.mean(-1)  # (B,)
+            err = (self.decode(guess) - next_obs[:, -1]).abs().flatten(1).mean(-1)  # (B,): over dims or pixels
             last = step_mask[:, -1]
             metrics = {"kl": masked(dyn).item(), "prior_std": masked(p_std.mean(-1)).item(),
                        "open_loop_obs_err": ((err * last).sum() / last.sum().clamp(min=1)).item()}

@@ -276,9 +276,9 @@ def episode_returns(model, envs: list[gym.Env], seed: int) -> list[float]:
 
 
 def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed: int,
-                  stop_at: float | None = None):
+                  stop_at: float | None = None, make_eval_env: Callable[[str], gym.Env] = make):
     """A BaseCallback that evaluates at each multiple of `every` and at `budget`, then stops learn
-    (or at the first eval at or above stop_at, when one is given)."""
+    (or at the first eval at or above stop_at, when one is given); make_eval_env builds its envs."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     class RaceCallback(BaseCallback):
@@ -286,7 +286,7 @@ def make_callback(env_id: str, budget: int, every: int, episodes: int, eval_seed
 
         def __init__(self) -> None:
             super().__init__()
-            self.envs = [make(env_id) for _ in range(episodes)]  # separate from the training envs
+            self.envs = [make_eval_env(env_id) for _ in range(episodes)]  # separate from the training envs
             self.curve: list[dict[str, float]] = []
             self.next_eval, self.eval_total, self.start = every, 0.0, time.perf_counter()
 

@@ -116,7 +116,8 @@ class Agent(nn.Module):
         self.reads_belief = self.recurrent and not parts.reads_latent
         # ... but never raw pixels: from images it reads the model state s_t = [h_t, z_t] instead.
         self.reads_state = self.reads_belief and spec.image
-        self.beliefs = Beliefs(self.world_model, self.device) if self.recurrent else None
+        settle = ln.settle_drift if self.reads_state else None  # from images SAC waits for the states to settle
+        self.beliefs = Beliefs(self.world_model, self.device, settle) if self.recurrent else None
         obs_in = self.world_model.latent_dim if self.reads_state else \
             spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
         obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,

@@ -187,6 +187,10 @@ class LearnerConfig:
     trust_threshold: float = setting(0.2, "Model error / 'nothing changes' error at or below which the model "
                                           "counts as useful.", "in (0, 1]")
     trust_window: int = setting(200, "Env steps of fresh transitions over which the guard measures errors.", "> 0")
+    settle_drift: float = setting(0.05, "From images SAC reads only the model state: it starts once the replayed "
+                                        "states move by less than this share of their variance between refreshes "
+                                        "(100 env steps), 5 times in a row, or at 5,000 env steps (0: at once).",
+                                  ">= 0")
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ class ObservationConfig:
     pixels: bool = setting(False, "Observe the env's rgb_array frames, resized to frame_size, instead of its "
                                   "observation vector; needs the RSSM (algo belief, or dreamer with --model "
                                   "rssm). An env whose observation is an image is read as one without it.")
-    frame_size: int = setting(64, "Height and width of image observations (frames are resized to it): a power "
+    frame_size: int = setting(32, "Height and width of image observations (frames are resized to it): a power "
                                   "of two, since the convolutional encoder halves it down to 4x4.", ">= 16")
 
 

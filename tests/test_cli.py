@@ -43,7 +43,7 @@ def other_value(name: str):
     if name == "model":
         return "rssm"  # pixels (on here) need the RSSM
     if name == "frame_size":
-        return 32  # a power of two
+        return 64  # a power of two
     if s.choices:
         return next(c for c in s.choices if c != s.default)
     if s.kind == "int":

@@ -19,6 +19,7 @@ from dreamercli.config import ObservationConfig
 from dreamercli.dream_render import run_imagine
 from dreamercli.envs import make_env, resize_frame, spec_of
 from dreamercli.evaluation import evaluate_policy
+from dreamercli.learners.belief import REFRESH_EVERY, SETTLE_CAP, SETTLED_REFRESHES, drift
 from dreamercli.models.conv import ConvDecoder, ConvEncoder, conv_layers
 from dreamercli.models.rssm import RSSM
 from dreamercli.nets import symlog
@@ -26,7 +27,8 @@ from dreamercli.training import resume, train
 
 # A pixel CartPole-v1 run small enough for a test: 16x16 frames, checkpoints at steps 80 and 160.
 PIXELS = {"algo": "belief", "pixels": True, "frame_size": 16, "steps": 160, "prefill": 60, "pretrain": 10,
-          "eval_every": 80, "eval_episodes": 1, "log_every": 40, "sac_ratio": 2.0}
+          "eval_every": 80, "eval_episodes": 1, "log_every": 40, "sac_ratio": 2.0,
+          "settle_drift": 0.0}  # SAC from the prefill's end: a test run is too short for the states to settle
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +202,52 @@ def test_the_next_state_is_the_posterior_of_the_next_frame_inside_episodes_and_a
     with torch.no_grad():
         direct = agent.world_model.observe_step(beliefs.next_h[slots], torch.as_tensor(buffer.next_obs[slots]))
     assert torch.allclose(beliefs.next_states(buffer, slots), direct, atol=1e-5)
+
+
+def moving_dot_agent(**overrides) -> tuple[Agent, ReplayBuffer]:
+    """A pixel-reading belief agent and a replay of 16x16 MovingDot frames (episodes of 30 steps)."""
+    torch.manual_seed(0)
+    config = tiny("custom_env:MovingDot", **{**PIXELS, "pixels": False, **overrides})
+    buffer, spec = random_replay("custom_env:MovingDot", 70)
+    buffer.obs, buffer.next_obs = (np.stack([resize_frame(f, 16) for f in x]) for x in (buffer.obs, buffer.next_obs))
+    return Agent(config, dataclasses.replace(spec, obs_dim=16 * 16 * 3, obs_shape=(16, 16, 3))), buffer
+
+
+def test_drift_is_the_states_mean_squared_change_over_their_variance():
+    old = torch.tensor([[0.0, 0.0], [2.0, 0.0]])  # variance: each row 1 from the mean in x
+    assert drift(old, old) == 0.0
+    assert drift(old, old + torch.tensor([0.0, 1.0])) == pytest.approx(1.0)  # moved by one spread
+    assert drift(old, old + torch.tensor([0.0, 0.5])) == pytest.approx(0.25)
+
+
+def test_sac_waits_until_the_replayed_states_hold_still_for_five_refreshes():
+    agent, buffer = moving_dot_agent(settle_drift=0.05)
+    beliefs, learner, rng = agent.beliefs, agent.off_policy, np.random.default_rng(0)
+    beliefs.follow(buffer, 70)
+    for step in range(71, 401):
+        beliefs.follow(buffer, step)
+        if step % REFRESH_EVERY == 0:
+            assert beliefs.drift == 0.0 and not beliefs.settled  # an unchanged model: the states do not move
+    assert list(learner.learn(buffer, rng)) == [] and learner.sac_owed == 0  # nothing done, nothing owed
+    for step in range(401, 501):
+        beliefs.follow(buffer, step)
+    assert beliefs.calm == SETTLED_REFRESHES and beliefs.settled_at == 500  # refreshes at 100, 200, ..., 500
+    assert len(list(learner.learn(buffer, rng))) == 2  # sac_ratio 2: SAC reads the states now
+    again = Agent(agent.config, agent.spec).beliefs
+    again.load_counters(beliefs.counters())
+    assert again.counters() == beliefs.counters()  # a resume waits (or not) as the run did
+
+
+def test_states_that_keep_moving_hold_sac_back_until_the_cap():
+    agent, buffer = moving_dot_agent(settle_drift=0.05)
+    beliefs = agent.beliefs
+    beliefs.follow(buffer, 70)
+    for step in range(71, 1001):
+        if step % REFRESH_EVERY == 0:
+            with torch.no_grad():  # a model still learning: its encoder changes between refreshes
+                for w in agent.world_model.embed.parameters():
+                    w.add_(0.3 * torch.randn_like(w))
+        beliefs.follow(buffer, step)
+    assert beliefs.drift > 0.05 and beliefs.calm == 0 and not beliefs.settled
+    beliefs.follow(buffer, SETTLE_CAP)
+    assert beliefs.settled_at == SETTLE_CAP

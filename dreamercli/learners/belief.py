@@ -5,6 +5,13 @@ h_t, built from the episode so far, does. The off-policy learner therefore reads
 observation itself (so a fully observed task loses nothing) and the belief (so a hidden velocity
 can be recovered). Replayed beliefs go stale as the model learns, so they are recomputed for the
 whole replay every REFRESH_EVERY env steps and filled in for each new transition in between.
+
+From images the learner reads the model state s_t alone, which means nothing until the model has
+learned it: SAC trained on states that still move fits them and does not recover (pixel
+Pendulum-v1 never learned; the same SAC started on a settled model did, docs/pixels.md). So it
+starts once the states settle: each refresh measures their drift, the mean squared change of the
+replayed states over their variance, and the learner starts after SETTLED_REFRESHES refreshes in a
+row below settle_drift, or at SETTLE_CAP env steps.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ import torch
 from ..buffer import ReplayBuffer
 from ..config import LearnerConfig
 from ..models.rssm import RSSM
-from .off_policy import OffPolicyLearner
+from .off_policy import OffPolicyLearner, Update
 from .sac import SAC
 
 REFRESH_EVERY = 100  # env steps between recomputing every replayed belief with the current model
+SETTLED_REFRESHES = 5  # refreshes in a row with drift below settle_drift before a state-reading learner starts
+SETTLE_CAP = 5_000  # env steps after which it starts whatever the drift: a bound on the wait
 
 
 class Memory:
@@ -68,13 +77,22 @@ def took(memory: Memory, actions: torch.Tensor, rows: list[int] | None = None) -
 class Beliefs:
     """The RSSM's state s_t = [h_t, z_t] and its next h_{t+1} at every replay slot, in step with the replay."""
 
-    COUNTERS = ("believed",)
+    COUNTERS = ("believed", "drift", "calm", "settled_at")
 
-    def __init__(self, model: RSSM, device: torch.device):
-        self.model, self.device = model, device
+    def __init__(self, model: RSSM, device: torch.device, settle: float | None = None):
+        """settle: the drift below which the states count as settled (settle_drift); None: not measured."""
+        self.model, self.device, self.settle = model, device, settle
         self.state = torch.zeros(0, model.latent_dim)  # sized to the replay at the first follow()
         self.next_h = torch.zeros(0, model.deter)
         self.believed = 0  # transitions (env steps) whose beliefs are filled in
+        self.drift = float("nan")  # of the last refresh
+        self.calm = 0  # refreshes in a row with drift below settle
+        self.settled_at = 0  # the env step the states settled (0: not yet)
+
+    @property
+    def settled(self) -> bool:
+        """Whether a learner reading the states alone may start: settle_drift 0 starts it at once."""
+        return self.settle == 0 or self.settled_at > 0
 
     def follow(self, replay: ReplayBuffer, step: int) -> None:
         """Fill in the beliefs of the transitions stored since the last call; recompute all when due."""
@@ -83,10 +101,12 @@ class Beliefs:
             self.next_h = torch.zeros(replay.capacity, self.model.deter)
             self.believed = 0
         if self.believed == 0 or step % REFRESH_EVERY == 0:
-            self.refresh(replay)
+            self.refresh(replay, new=step - self.believed)
         else:
             self.extend(replay, min(step - self.believed, len(replay)))
         self.believed = step
+        if self.settle and not self.settled_at and (self.calm >= SETTLED_REFRESHES or step >= SETTLE_CAP):
+            self.settled_at = step
 
     @torch.no_grad()
     def extend(self, replay: ReplayBuffer, new: int) -> None:
@@ -109,8 +129,9 @@ class Beliefs:
         return nxt
 
     @torch.no_grad()
-    def refresh(self, replay: ReplayBuffer) -> None:
-        """Recompute every stored belief, all episodes at once, step by step from their first stored step.
+    def refresh(self, replay: ReplayBuffer, new: int = 0) -> None:
+        """Recompute every stored belief, all episodes at once, step by step from their first stored step;
+        where settling is measured, the drift of the slots believed before (all but the `new` newest).
 
         Episodes sorted longest first: at step t the ones still going are a prefix, so the batch
         only shrinks and nothing is padded.
@@ -118,6 +139,12 @@ class Beliefs:
         size, cap = len(replay), replay.capacity
         if size == 0:
             return
+        before = None
+        if self.settle is not None and self.believed > 0:
+            before = np.ones(size, dtype=bool)
+            before[(replay.cursor - 1 - np.arange(min(new, size))) % cap] = False
+            before = torch.as_tensor(before)
+            old = self.state[:size][before].clone()
         order = np.arange(size) if size < cap else (replay.cursor + np.arange(size)) % cap  # oldest first
         episode = replay.episode[order]
         starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
@@ -128,6 +155,9 @@ class Beliefs:
         for t in range(int(lengths[0])):
             going = int(np.searchsorted(-lengths, -t, side="left"))  # episodes longer than t
             h = self._believe(replay, order[starts[:going] + t], h[:going])
+        if before is not None and len(old):
+            self.drift = drift(old, self.state[:size][before])
+            self.calm = self.calm + 1 if self.drift < self.settle else 0
 
     @staticmethod
     def sequence_starts(replay: ReplayBuffer, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,12 +208,20 @@ class Beliefs:
         self.state, self.next_h = part["state"].clone(), part["next_h"].clone()
 
     def counters(self) -> dict[str, float]:
-        """The carried-over counter by checkpoint name."""
-        return {"believed": self.believed}
+        """The carried-over counters by checkpoint name (the settling ones only where it is measured)."""
+        return {name: getattr(self, name) for name in (self.COUNTERS if self.settle is not None else ("believed",))}
 
     def load_counters(self, state: dict[str, float]) -> None:
-        """Restore counters() (0 where a checkpoint has none)."""
+        """Restore counters() (0, and drift NaN, where a checkpoint has none)."""
         self.believed = int(state.get("believed", 0))
+        self.drift = float(state.get("drift", float("nan")))
+        self.calm, self.settled_at = int(state.get("calm", 0)), int(state.get("settled_at", 0))
+
+
+def drift(old: torch.Tensor, new: torch.Tensor) -> float:
+    """How far states moved: mean ||s_new - s_old||^2 over the total variance of s_old (0: unchanged)."""
+    spread = (old - old.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    return ((new - old).pow(2).sum(-1).mean() / spread).item()
 
 
 class BeliefOffPolicy(OffPolicyLearner):
@@ -196,18 +234,30 @@ class BeliefOffPolicy(OffPolicyLearner):
         self.beliefs, self.obs_dim, self.reads_state = beliefs, obs_dim, reads_state
         self.replay: ReplayBuffer | None = None  # the replay of the last step, for metrics()
 
+    def learn(self, replay: ReplayBuffer, rng: np.random.Generator) -> Iterator[Update]:
+        """This env step's SAC updates; none (and none owed) while a learner reading the states alone waits for
+        them to settle."""
+        if self.reads_state and not self.beliefs.settled:
+            return
+        yield from super().learn(replay, rng)
+
     def before_updates(self, replay: ReplayBuffer, rng: np.random.Generator) -> None:
         """Remember the replay: metrics() reads its newest transitions."""
         self.replay = replay
 
     @torch.no_grad()
     def metrics(self) -> dict[str, float]:
-        """hybrid/belief_share: the share of the critics' first-layer input signal that comes from the belief.
+        """hybrid/belief_share: the share of the critics' first-layer input signal that comes from the belief;
+        from images, hybrid/state_drift (the last refresh's) and hybrid/learner_on (1 once SAC reads the states).
 
         Each input j counts ||W_j|| * rms(x_j) (its weights in every critic, times its size over the
         newest replayed steps), so 0 means the learner ignores the model and 1 that it reads nothing else.
         """
-        if self.replay is None or self.beliefs.believed == 0 or self.reads_state:  # no observation beside it
+        if self.reads_state:  # no observation beside it: how far the states still move, and whether SAC reads them
+            rows = {"hybrid/learner_on": float(self.beliefs.settled)}
+            return rows if self.beliefs.drift != self.beliefs.drift else {"hybrid/state_drift": self.beliefs.drift,
+                                                                        **rows}  # NaN: not measured yet
+        if self.replay is None or self.beliefs.believed == 0:
             return {}
         n = min(len(self.replay), 256)
         slots = (self.replay.cursor - 1 - np.arange(n)) % self.replay.capacity

@@ -187,7 +187,7 @@ class LearnerConfig:
     trust_threshold: float = setting(0.2, "Model error / 'nothing changes' error at or below which the model "
                                           "counts as useful.", "in (0, 1]")
     trust_window: int = setting(200, "Env steps of fresh transitions over which the guard measures errors.", "> 0")
-    settle_drift: float = setting(0.05, "From images SAC reads only the model state: it starts once the replayed "
+    settle_drift: float = setting(0.1, "From images SAC reads only the model state: it starts once the replayed "
                                         "states move by less than this share of their variance between refreshes "
                                         "(100 env steps), 5 times in a row, or at 5,000 env steps (0: at once).",
                                   ">= 0")

@@ -236,6 +236,9 @@ def test_sac_waits_until_the_replayed_states_hold_still_for_five_refreshes():
     again = Agent(agent.config, agent.spec).beliefs
     again.load_counters(beliefs.counters())
     assert again.counters() == beliefs.counters()  # a resume waits (or not) as the run did
+    older = Agent(agent.config, agent.spec).beliefs
+    older.load_counters({"believed": 900})  # a checkpoint from before SAC waited: SAC was on, and stays on
+    assert older.settled and older.settled_at == 900
 
 
 def test_states_that_keep_moving_hold_sac_back_until_the_cap():

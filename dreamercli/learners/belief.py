@@ -212,10 +212,11 @@ class Beliefs:
         return {name: getattr(self, name) for name in (self.COUNTERS if self.settle is not None else ("believed",))}
 
     def load_counters(self, state: dict[str, float]) -> None:
-        """Restore counters() (0, and drift NaN, where a checkpoint has none)."""
+        """Restore counters() (0, and drift NaN, where a checkpoint has none; one written before SAC waited
+        resumes with SAC on from wherever its beliefs had got to)."""
         self.believed = int(state.get("believed", 0))
         self.drift = float(state.get("drift", float("nan")))
-        self.calm, self.settled_at = int(state.get("calm", 0)), int(state.get("settled_at", 0))
+        self.calm, self.settled_at = int(state.get("calm", 0)), int(state.get("settled_at", self.believed))
 
 
 def drift(old: torch.Tensor, new: torch.Tensor) -> float:

@@ -208,8 +208,14 @@ def test_a_second_signal_during_pretraining_stops_at_once(tmp_path):
                 handlers_run()
                 signal.raise_signal(signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny("CartPole-v1", pretrain=200), tmp_path / "run", on_progress=on_progress)
+    # The second signal reaches the handler from before the run: a terminal's, which raises KeyboardInterrupt.
+    # Set here, since a pytest-xdist worker's may be whatever an earlier test in that process left.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny("CartPole-v1", pretrain=200), tmp_path / "run", on_progress=on_progress)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert pretrained == [1, 2, 3]
 
 

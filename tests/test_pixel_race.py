@@ -1,26 +1,14 @@
 """benchmarks/pixel_race.py: PPO's frames as the zoo's Atari wrappers make them, and a smoke race (`-m bench`)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 pytest.importorskip("stable_baselines3")  # the bench extra; the rest of the suite runs without it
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name: str):
-    """Import a benchmarks/ script as a module (benchmarks is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-race = load("pixel_race")
+race = load_benchmark("pixel_race")
 
 
 def test_ppo_sees_grayscale_84x84_frames_stacked_four_alike_in_training_and_evaluation():

@@ -1,26 +1,14 @@
 """benchmarks/sample_efficiency.py: a smoke race end to end (`-m bench`), and its arithmetic on hand-made records."""
 
-import importlib.util
 import json
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 pytest.importorskip("stable_baselines3")  # the bench extra; the rest of the suite runs without it
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name: str):
-    """Import a benchmarks/ script as a module (benchmarks is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-race = load("sample_efficiency")
+race = load_benchmark("sample_efficiency")
 
 
 @pytest.mark.bench
@@ -90,7 +78,7 @@ def test_medians_count_unreached_seeds_as_slowest_and_ratios_use_the_best_majori
 
 
 def test_zoo_schedules_and_policy_kwargs_become_sb3_values():
-    baselines = load("baselines")
+    baselines = load_benchmark("baselines")
     schedule = baselines.linear(1e-3)
     assert schedule(1.0) == pytest.approx(1e-3) and schedule(0.5) == pytest.approx(5e-4) and schedule(0.0) == 0.0
     assert baselines.parse_kwargs("dict(net_arch=[400, 300])") == {"net_arch": [400, 300]}
@@ -120,7 +108,7 @@ def test_screening_settings_reach_dreamers_runs_and_are_named_in_the_table(tmp_p
 
 @pytest.mark.bench
 def test_a_baseline_stops_at_its_first_eval_at_the_threshold_only_when_asked():
-    baselines = load("baselines")
+    baselines = load_benchmark("baselines")
     # DQN's smoke settings on CartPole; every return is >= 0, so a threshold of 0 is met at once.
     full = baselines.run_sb3("dqn", "CartPole-v1", 0, budget=300, every=100, episodes=1, smoke=True)
     stopped = baselines.run_sb3("dqn", "CartPole-v1", 0, budget=300, every=100, episodes=1, smoke=True, stop_at=0.0)

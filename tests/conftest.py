@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny config and small trained run folders (built once per session)."""
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -54,15 +55,14 @@ def pendulum_run(tmp_path_factory):
     return run_dir
 
 
-__all__ = ["dataclasses", "tiny"]
-
-
 def load_benchmark(name: str):
     """Import benchmarks/NAME.py as a module (benchmarks is not a package)."""
-    import importlib.util
-
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+__all__ = ["dataclasses", "tiny"]
+

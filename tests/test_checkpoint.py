@@ -188,12 +188,12 @@ def test_a_pending_stop_is_reported_until_the_run_stops(tmp_path):
     assert checkpoint.read(tmp_path / "run").state["step"] == 120
 
 
-@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
-                    reason="signal handlers are set in the main thread only")
 def handlers_run() -> None:
     """A Python-level call: on entering it the interpreter runs the signal handlers due."""
 
 
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signal handlers are set in the main thread only")
 def test_a_second_signal_during_pretraining_stops_at_once(tmp_path):
     pretrained = []
 

@@ -16,6 +16,7 @@ row below settle_drift, or at SETTLE_CAP env steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -144,7 +145,7 @@ class Beliefs:
             before = np.ones(size, dtype=bool)
             before[(replay.cursor - 1 - np.arange(min(new, size))) % cap] = False
             before = torch.as_tensor(before)
-            old = self.state[:size][before].clone()
+            old = self.state[:size][before]  # boolean indexing copies: refresh overwrites self.state
         order = np.arange(size) if size < cap else (replay.cursor + np.arange(size)) % cap  # oldest first
         episode = replay.episode[order]
         starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
@@ -256,8 +257,9 @@ class BeliefOffPolicy(OffPolicyLearner):
         """
         if self.reads_state:  # no observation beside it: how far the states still move, and whether SAC reads them
             rows = {"hybrid/learner_on": float(self.beliefs.settled)}
-            return rows if self.beliefs.drift != self.beliefs.drift else {"hybrid/state_drift": self.beliefs.drift,
-                                                                        **rows}  # NaN: not measured yet
+            if not math.isnan(self.beliefs.drift):  # NaN: no refresh has measured it yet
+                rows["hybrid/state_drift"] = self.beliefs.drift
+            return rows
         if self.replay is None or self.beliefs.believed == 0:
             return {}
         n = min(len(self.replay), 256)

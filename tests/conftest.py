@@ -65,4 +65,3 @@ def load_benchmark(name: str):
 
 
 __all__ = ["dataclasses", "tiny"]
-

@@ -21,6 +21,7 @@ from .envs import EnvSpec
 from .learners.belief import BeliefOffPolicy, Beliefs, Memory, perceive, took
 from .learners.hybrid import HybridLearner
 from .learners.imagination import ActorCritic, ImaginationLearner
+from .learners.memory_gate import SHUT_MODEL_SHARE, MemoryGate
 from .learners.off_policy import OffPolicyLearner, Update
 from .learners.policy import Actor
 from .learners.sac import SAC
@@ -120,6 +121,9 @@ class Agent(nn.Module):
         self.beliefs = Beliefs(self.world_model, self.device, settle) if self.recurrent else None
         obs_in = self.world_model.latent_dim if self.reads_state else \
             spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
+        # From vectors the learner reads h only once a held-out test says it pays (learners/memory_gate.py).
+        self.gate = MemoryGate(spec.obs_dim, wm.deter_dim, spec.action_dim, ln.sac_hidden, ln.memory_gain) \
+            if self.reads_belief and not self.reads_state and ln.memory_gain > 0 else None
         obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,
                                                           spec.discrete, ln.sac_layers)
         state_dim = self.world_model.latent_dim if self.recurrent else wm.latent_dim
@@ -133,11 +137,14 @@ class Agent(nn.Module):
         self.to(self.device)
         # The learners, after .to(device): their optimisers pack each network's parameters into flat tensors.
         self.actor_opt = FlatAdam(self.policy, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
+        if self.gate is not None:
+            self.gate.optimiser()
         self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt,
                        obs_in if self.reads_state else spec.obs_dim) if parts.off_policy else None
         self.off_policy: OffPolicyLearner | None = None
         if self.reads_belief:
-            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim, self.reads_state)
+            self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim, self.reads_state,
+                                              self.gate)
         elif parts.branching:
             self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
                                             spec.obs_dim, spec.action_dim, self.model_draws)
@@ -154,7 +161,22 @@ class Agent(nn.Module):
         # hybrid imagines after as many model updates as the guard's trust allows; dreamer after each.
         imagine_due = self.off_policy.imagine_due if parts.branching else lambda: True
         self.model_learner = None if self.world_model is None else ModelLearner(
-            self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due, self.beliefs)
+            self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due, self.beliefs,
+            self.model_share, self.pretrain_updates(), None if self.gate is None else self.model_starts)
+
+    def model_share(self) -> float:
+        """The share of train_ratio the world model trains at now: SHUT_MODEL_SHARE while the learner does not
+        read its belief, all of it otherwise."""
+        return SHUT_MODEL_SHARE if self.gate is not None and not self.gate.is_open else 1.0
+
+    def model_starts(self, replay: ReplayBuffer, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Where the model's n training sequences start. While the gate is shut, at uniformly drawn steps, each
+        moved back to its episode's first step where that is fewer than seq_len steps before: what the check
+        asks of h (a cue) is then learned in windows that begin where it was seen, from h = 0, and the rest of
+        a long episode is still fitted (a velocity). Once open, Beliefs' default."""
+        if self.gate.is_open:
+            return Beliefs.sequence_starts(replay, n, rng)
+        return Beliefs.sequence_starts(replay, n, rng, firsts_share=0.0, snap=self.config.world_model.seq_len)
 
     @property
     def policy(self) -> Actor:
@@ -171,7 +193,8 @@ class Agent(nn.Module):
         if self.reads_state:
             return symlog(state)
         if self.reads_belief:
-            return symlog(torch.cat([obs, self.world_model.split(state)[0]], -1))
+            h = self.world_model.split(state)[0]
+            return symlog(torch.cat([obs, h if self.gate is None else h * self.gate.open], -1))
         return symlog(obs)
 
     def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
@@ -274,6 +297,8 @@ class Agent(nn.Module):
                 opts["actor_imagination"] = self.imagination.actor_opt
         if self.sac is not None:
             opts.update(self.sac.optimisers())
+        if self.gate is not None:
+            opts["memory_gate"] = self.gate.optimiser()
         return {k: v for k, v in opts.items() if v is not None}
 
     def buffers(self) -> dict[str, ReplayBuffer]:
@@ -327,7 +352,7 @@ class Agent(nn.Module):
         """Load tensors written by weights(); ValueError in one line unless names and shapes match."""
         own = self.state_dict()
         # Tensors added since older run folders were written keep their fresh values there.
-        missing = sorted(set(own) - set(tensors) - set(ADDED_SINCE))
+        missing = sorted(set(own) - set(tensors) - set(ADDED_SINCE) - {k for k in own if k.startswith("gate.")})
         unexpected = sorted(set(tensors) - set(own))
         wrong = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
         problems = []
@@ -341,5 +366,8 @@ class Agent(nn.Module):
                             f"the config needs {tuple(own[k].shape)})")
         if problems:
             raise ValueError("tensors do not fit the config: " + "; ".join(problems))
-        self.load_state_dict({**{k: own[k] for k in ADDED_SINCE if k in own and k not in tensors},
+        kept = [k for k in own if (k in ADDED_SINCE or k.startswith("gate.")) and k not in tensors]
+        self.load_state_dict({**{k: own[k] for k in kept},
                               **{k: v.to(self.device) for k, v in tensors.items()}}, strict=True)
+        if self.gate is not None and "gate.open" not in tensors:  # a belief run from before the gate read h
+            self.gate.open.fill_(1.0)

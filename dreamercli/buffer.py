@@ -161,6 +161,17 @@ class ReplayBuffer:
         age = (slots - self.cursor) % self.capacity
         return slots[(age > 0) & (self.episode[slots] != self.episode[(slots - 1) % self.capacity])]
 
+    def steps_into_episode(self, slots: np.ndarray, cap: int) -> np.ndarray:
+        """How many stored steps of their episode come before the slots, counted up to cap (cap: that many or
+        more); a step whose predecessors the ring overwrote counts from the oldest one kept."""
+        before = np.zeros(len(slots), dtype=np.int64)
+        going = np.ones(len(slots), dtype=bool)
+        age = (slots - self.cursor) % self.capacity if self.size == self.capacity else slots
+        for k in range(1, cap + 1):
+            going &= (age - k >= 0) & (self.episode[(slots - k) % self.capacity] == self.episode[slots])
+            before += going
+        return before
+
     def sequences_at(self, start: np.ndarray, seq_len: int, device: torch.device) -> SequenceBatch:
         """The sequences of seq_len steps from slots `start`; steps that leave the start's episode (or the
         stored data) are masked out."""

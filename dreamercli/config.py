@@ -78,7 +78,7 @@ class WorldModelConfig:
                                  "remembers what observations leave out), auto (the algo's own: rssm for belief, "
                                  "latent for the others).", choices=MODELS)
     latent_dim: int = setting(64, "Size of the Gaussian latent z.", "> 0")
-    deter_dim: int = setting(128, "Units of the RSSM's recurrent state h (its GRU).", "> 0")
+    deter_dim: int = setting(64, "Units of the RSSM's recurrent state h (its GRU).", "> 0")
     hidden_dim: int = setting(128, "Width of every hidden layer (world model and actor-critic).", "> 0")
     hidden_layers: int = setting(2, "Hidden layers of every network (world model and actor-critic).", "> 0")
     wm_lr: float = setting(1e-3, "Adam learning rate of the encoder, transition, heads and decoder.", "> 0")
@@ -187,6 +187,10 @@ class LearnerConfig:
     trust_threshold: float = setting(0.2, "Model error / 'nothing changes' error at or below which the model "
                                           "counts as useful.", "in (0, 1]")
     trust_window: int = setting(200, "Env steps of fresh transitions over which the guard measures errors.", "> 0")
+    memory_gain: float = setting(0.3, "belief: the off-policy learner reads the RSSM's belief h only once a "
+                                      "check (every 750 env steps) finds that h predicts a step's outcome on "
+                                      "held-out episodes with this share less error than the observation alone "
+                                      "(0: from the start).", "in [0, 1)")
     settle_drift: float = setting(0.1, "From images SAC reads only the model state: it starts once the replayed "
                                         "states move by less than this share of their variance between refreshes "
                                         "(100 env steps), 5 times in a row, or at 5,000 env steps (0: at once).",

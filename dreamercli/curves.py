@@ -94,7 +94,8 @@ SECTIONS = (
                    ("sac/novelty_error", "sac/novelty_scale"), "auto")),
     _section("Model use: how far the model is trusted, how much the learner reads it", ("hybrid",),
              TRUST, Panel("Model use", "share", ("hybrid/branch_length", "hybrid/imag_weight", "hybrid/real_share",
-                                                 "hybrid/belief_share"), "share")),
+                                                 "hybrid/belief_share", "hybrid/memory_gate", "hybrid/recall_gain"),
+                                 "share")),
     _section("Run", ("train",), Panel("Speed", "env steps / second over each log window", ("train/sps",), "auto",
                                       said=COUNTERS)),
 )
@@ -112,7 +113,9 @@ LABELS = {"eval/length_mean": "eval/length_mean (deterministic policy)",
           "hybrid/err_end": "hybrid/err_end (episode ends, 1 step ahead)",
           "hybrid/imag_weight": "hybrid/imag_weight (imagination's weight)",
           "hybrid/real_share": "hybrid/real_share (real share of SAC batches)",
-          "hybrid/belief_share": "hybrid/belief_share (the critics' input from the belief)"}
+          "hybrid/belief_share": "hybrid/belief_share (the critics' input from the belief)",
+          "hybrid/memory_gate": "hybrid/memory_gate (1: the learner reads the belief)",
+          "hybrid/recall_gain": "hybrid/recall_gain (what the belief adds, held out)"}
 # Keys of areas and kinds no panel names yet: (words in the name, kind, y label, scale), first match wins.
 KINDS = ((("loss", "nll", "kl", "recon"), "losses", "loss", "auto"),
          (("share", "weight", "frac", "prob"), "shares in [0, 1]", "fraction", "share"),

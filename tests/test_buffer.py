@@ -88,3 +88,15 @@ def test_first_steps_are_the_episodes_starts_and_not_one_the_ring_cut():
     fill(ring, [5, 3, 7])  # the first episode and the start of the second were overwritten
     firsts = ring.first_steps()
     assert ring.obs[firsts].tolist() == [[2, 0]]  # the third episode's start; the second's cut start is none
+
+
+def test_steps_into_episode_count_back_to_the_start_or_the_oldest_kept_step_up_to_the_cap():
+    buf = ReplayBuffer(100, 2, 1)
+    fill(buf, [5, 3, 7])
+    slots = np.arange(len(buf))
+    assert buf.steps_into_episode(slots, 4).tolist() == np.minimum(buf.obs[slots, 1], 4).tolist()
+    ring = ReplayBuffer(10, 2, 1)
+    fill(ring, [4, 3, 8])  # oldest first: episode 1's t = 1, 2 (its t = 0 overwritten), then episode 2's t = 0-7
+    oldest_first = (ring.cursor + np.arange(10)) % 10
+    assert ring.obs[oldest_first, 1].tolist() == [1, 2, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert ring.steps_into_episode(oldest_first, 4).tolist() == [0, 1, 0, 1, 2, 3, 4, 4, 4, 4]

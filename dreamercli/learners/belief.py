@@ -25,12 +25,14 @@ import torch
 from ..buffer import ReplayBuffer
 from ..config import LearnerConfig
 from ..models.rssm import RSSM
+from .memory_gate import CHECK_EVERY, CHECK_ROWS, MemoryGate
 from .off_policy import OffPolicyLearner, Update
 from .sac import SAC
 
 REFRESH_EVERY = 100  # env steps between recomputing every replayed belief with the current model
 SETTLED_REFRESHES = 5  # refreshes in a row with drift below settle_drift before a state-reading learner starts
 SETTLE_CAP = 5_000  # env steps after which it starts whatever the drift: a bound on the wait
+FIRSTS = 0.5  # share of the model's training sequences that start at an episode's first step
 
 
 class Memory:
@@ -161,14 +163,21 @@ class Beliefs:
             self.calm = self.calm + 1 if self.drift < self.settle else 0
 
     @staticmethod
-    def sequence_starts(replay: ReplayBuffer, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Where the model's n training sequences begin: half at uniformly drawn steps, half at episodes' first
-        steps, where the belief starts from h = 0 as acting does, and what is seen there (a cue) is in the
-        window with what it later decides; uniform starts alone put an episode's start in few windows."""
+    def sequence_starts(replay: ReplayBuffer, n: int, rng: np.random.Generator, firsts_share: float = FIRSTS,
+                        snap: int = 0) -> np.ndarray:
+        """Where the model's n training sequences begin: a firsts_share of them at episodes' first steps, where
+        the belief starts from h = 0 as acting does, and what is seen there (a cue) is in the window with what
+        it later decides; the rest at uniformly drawn steps, since uniform starts alone put an episode's start
+        in few windows, and first steps alone leave the rest of a long episode unfitted. With snap, a drawn
+        step fewer than snap steps after its episode's first step starts at that first step instead."""
         start = rng.integers(0, len(replay), size=n)
+        if snap > 1:
+            into = replay.steps_into_episode(start, snap)
+            start = np.where(into < snap, start - into, start)
         firsts = replay.first_steps()
-        if len(firsts):
-            start[:n // 2] = firsts[rng.integers(0, len(firsts), size=n // 2)]
+        k = round(n * firsts_share)
+        if len(firsts) and k:
+            start[:k] = firsts[rng.integers(0, len(firsts), size=k)]
         return start
 
     def starts(self, replay: ReplayBuffer, start: np.ndarray) -> torch.Tensor:
@@ -231,9 +240,10 @@ class BeliefOffPolicy(OffPolicyLearner):
     reads_state (image observations: never raw pixels), the model state s_t = [h_t, z_t] alone."""
 
     def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs, obs_dim: int,
-                 reads_state: bool = False):
+                 reads_state: bool = False, gate: MemoryGate | None = None):
+        """gate: reads h only once its test says h pays (learners/memory_gate.py); None: always."""
         super().__init__(sac, cfg, device)
-        self.beliefs, self.obs_dim, self.reads_state = beliefs, obs_dim, reads_state
+        self.beliefs, self.obs_dim, self.reads_state, self.gate = beliefs, obs_dim, reads_state, gate
         self.replay: ReplayBuffer | None = None  # the replay of the last step, for metrics()
 
     def learn(self, replay: ReplayBuffer, rng: np.random.Generator) -> Iterator[Update]:
@@ -262,18 +272,26 @@ class BeliefOffPolicy(OffPolicyLearner):
             return rows
         if self.replay is None or self.beliefs.believed == 0:
             return {}
+        rows = {}
+        if self.gate is not None:
+            rows["hybrid/memory_gate"] = float(self.gate.is_open)
+            if not math.isnan(self.gate.gain()):
+                rows["hybrid/recall_gain"] = self.gate.gain()
         n = min(len(self.replay), 256)
         slots = (self.replay.cursor - 1 - np.arange(n)) % self.replay.capacity
+        h = self.beliefs.inputs(slots)
         x = self.sac.features(torch.cat([torch.as_tensor(self.replay.obs[slots], device=self.device),
-                                         self.beliefs.inputs(slots)], -1))
+                                         h if self.gate is None else h * self.gate.open], -1))
         columns = x.shape[-1]
         weight = self.sac.critics.weights[0][:, :columns]  # (members, inputs[, + actions], hidden)
         signal = weight.pow(2).sum((0, 2)).sqrt() * x.pow(2).mean(0).sqrt()
-        return {"hybrid/belief_share": (signal[self.obs_dim:].sum() / signal.sum().clamp_min(1e-12)).item()}
+        rows["hybrid/belief_share"] = (signal[self.obs_dim:].sum() / signal.sum().clamp_min(1e-12)).item()
+        return rows
 
     def updates(self, replay: ReplayBuffer, turns: list[bool], rng: np.random.Generator
                 ) -> Iterator[dict[str, float] | None]:
-        """One update per turn on real transitions with their beliefs, the step's batches drawn at once."""
+        """One update per turn on real transitions with their beliefs, the step's batches drawn at once; then,
+        while the gate is shut, every CHECK_EVERY env steps, its check on the newest replayed transitions."""
         if not turns:
             return iter(())
         ln = self.cfg
@@ -283,7 +301,34 @@ class BeliefOffPolicy(OffPolicyLearner):
         if self.reads_state:
             batch = batch._replace(obs=self.beliefs.state[slots].to(self.device),
                                    next_obs=self.beliefs.next_states(replay, last))
-        else:
-            batch = batch._replace(obs=torch.cat([batch.obs, self.beliefs.inputs(slots)], -1),
-                                   next_obs=torch.cat([batch.next_obs, self.beliefs.inputs(last, after=True)], -1))
-        return self.sac.updates(batch, turns)
+            return self.sac.updates(batch, turns)
+        h, h_next = self.beliefs.inputs(slots), self.beliefs.inputs(last, after=True)
+        shut = self.gate is not None and not self.gate.is_open
+        if shut:  # zeros in place of h: the learner reads the observation alone
+            h_next = torch.zeros_like(h_next)
+        batch = batch._replace(obs=torch.cat([batch.obs, torch.zeros_like(h) if shut else h], -1),
+                               next_obs=torch.cat([batch.next_obs, h_next], -1))
+        if not shut or self.beliefs.believed % CHECK_EVERY:
+            return self.sac.updates(batch, turns)
+        return self._then_check(self.sac.updates(batch, turns), replay)
+
+    def _then_check(self, updates: Iterator[dict[str, float] | None], replay: ReplayBuffer
+                    ) -> Iterator[dict[str, float] | None]:
+        """The step's updates, then the gate's converged check on the newest replayed transitions."""
+        yield from updates
+        n = min(len(replay), CHECK_ROWS)
+        tested = (replay.cursor - 1 - np.arange(n)) % replay.capacity
+        raw, _ = replay.transitions_at(tested, self.device)
+        with torch.no_grad():  # the model's step from another row's belief: o_t and a_t, a history not theirs
+            model = self.beliefs.model
+            other = self.beliefs.inputs(np.roll(tested, 1))
+            reset = model.recur(other, model.split(model.observe_step(other, raw.obs))[1], raw.actions)
+        episodes = torch.as_tensor(replay.episode[tested], device=self.device)
+        if self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, reset,
+                           self.beliefs.inputs(tested, after=True), episodes):
+            self.open_gate()
+
+    def open_gate(self) -> None:
+        """Start the learner afresh, reading h: one that read the observation alone has fitted what that
+        allows, and with h's columns joined at zero it did not take up CueRecall's cue (docs/belief.md)."""
+        self.sac.restart()

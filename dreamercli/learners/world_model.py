@@ -31,13 +31,21 @@ class ModelLearner:
 
     def __init__(self, world_model: WorldModel, config: Config, device: torch.device, draws: Draws,
                  imagination: ImaginationLearner | None = None, imagine_due: Callable[[], bool] = lambda: False,
-                 beliefs: Beliefs | None = None):
+                 beliefs: Beliefs | None = None, share: Callable[[], float] = lambda: 1.0,
+                 pretrain: int | None = None,
+                 starts: Callable[[ReplayBuffer, int, np.random.Generator], np.ndarray] | None = None):
+        """share: the part of train_ratio to train at, asked each env step (the memory gate lowers it);
+        pretrain: updates before behaviour learning (None: the config's); starts: where a recurrent model's n
+        sequences begin, asked each update (None: Beliefs.sequence_starts)."""
         self.world_model, self.train_cfg, self.device, self.draws = world_model, config.train, device, draws
         self.seq_len = config.world_model.seq_len
         self.opt = FlatAdam(world_model, config.world_model.wm_lr, GRAD_CLIP)
         self.imagination, self.imagine_due = imagination, imagine_due
         self.owed = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
         self.beliefs = beliefs  # a recurrent model's replayed beliefs: what its sequences start from
+        self.share = share
+        self.starts = starts if starts is not None or beliefs is None else beliefs.sequence_starts
+        self.pretrain = config.train.pretrain if pretrain is None else pretrain
 
     def learn(self, replay: ReplayBuffer, step: int, rng: np.random.Generator) -> Iterator[Update]:
         """Env step `step`'s model updates: the pretraining at the prefill's last step, then train_ratio's."""
@@ -45,11 +53,11 @@ class ModelLearner:
         if step == max(tr.prefill, 1):
             # Fit the model to the prefill data first: an actor trained in an untrained model
             # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
-            for _ in range(tr.pretrain):
+            for _ in range(self.pretrain):
                 yield "pretrain", self.update(replay, rng, behave=False)
         if step < tr.prefill:
             return
-        self.owed += tr.train_ratio
+        self.owed += tr.train_ratio * self.share()
         while self.owed >= 1.0:
             yield "update", self.update(replay, rng, behave=self.imagination is not None and self.imagine_due())
             self.owed -= 1.0
@@ -61,7 +69,7 @@ class ModelLearner:
                 return self.step(replay.sample(self.train_cfg.batch_size, self.seq_len, model_rng, self.device), behave)
             if len(replay) == 0:
                 raise ValueError("cannot sample from an empty replay buffer")
-            start = self.beliefs.sequence_starts(replay, self.train_cfg.batch_size, model_rng)
+            start = self.starts(replay, self.train_cfg.batch_size, model_rng)
             batch = replay.sequences_at(start, self.seq_len, self.device)
             return self.step(batch, behave, self.beliefs.starts(replay, start))
 

@@ -1,0 +1,105 @@
+"""The memory gate: the off-policy learner reads the belief only once a held-out check says it pays."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from conftest import tiny
+
+from dreamercli.agent import Agent
+from dreamercli.envs import make_env, spec_of
+from dreamercli.learners.memory_gate import MemoryGate
+
+DETER = 8
+
+
+def outcomes(gen: torch.Generator, informative: bool, n: int = 2048):
+    """Rows of a task whose reward is +1 where the action matches a cue the observation hides, else -1.
+
+    reset: features of (o, a) alone; recalled: the same features, and the cue where `informative`
+    (a belief that remembers it), or a coin that has nothing to do with it (one that does not).
+    """
+    obs = torch.randn(n, 2, generator=gen)
+    actions = F.one_hot(torch.randint(0, 2, (n,), generator=gen), 2).float()
+    cue = torch.randint(0, 2, (n,), generator=gen).float() * 2 - 1
+    rewards = (actions[:, 1] * 2 - 1) * cue
+    next_obs = obs + 0.1 * (actions[:, 1:] * 2 - 1)
+    reset = torch.cat([torch.tanh(obs), actions, torch.zeros(n, DETER - 4)], -1)
+    other = torch.randint(0, 2, (n,), generator=gen).float() * 2 - 1
+    recalled = reset.clone()
+    recalled[:, -1] = cue if informative else other
+    episodes = torch.randint(0, 1000, (n,), generator=gen)
+    return obs, actions, rewards, next_obs, reset, recalled, episodes
+
+
+def checked(informative: bool) -> MemoryGate:
+    """A gate after one converged check on such rows."""
+    torch.manual_seed(0)
+    gate = MemoryGate(2, DETER, 2, 32, needed_gain=0.3)
+    gate.check(*outcomes(torch.Generator().manual_seed(1), informative))
+    return gate
+
+
+def test_a_belief_that_holds_what_the_reward_depends_on_opens_the_gate():
+    gate = checked(True)
+    assert gate.is_open and gate.gain() >= 0.3
+
+
+def test_a_belief_that_adds_nothing_to_the_observation_keeps_it_shut():
+    gate = checked(False)
+    assert not gate.is_open and gate.gain() < 0.3
+    assert not torch.isnan(torch.tensor(gate.gain()))  # it was scored, not skipped
+
+
+def test_too_few_rows_to_hold_out_episodes_leave_the_gate_unscored_and_shut():
+    gate = MemoryGate(2, DETER, 2, 32, needed_gain=0.3)
+    rows = outcomes(torch.Generator().manual_seed(1), True, n=100)
+    assert not gate.check(*rows) and not gate.is_open
+    assert torch.isnan(torch.tensor(gate.gain()))
+
+
+def belief_agent() -> Agent:
+    config = tiny("CartPole-v1", algo="belief", sac_hidden=16)
+    torch.manual_seed(0)
+    return Agent(config, spec_of(make_env(config.env)))
+
+
+def test_while_shut_the_policy_ignores_the_belief_and_opening_starts_the_learner_afresh():
+    agent = belief_agent()
+    obs = torch.randn(5, 4)
+    state = torch.randn(5, agent.world_model.latent_dim)
+    other = state.clone()
+    other[:, :agent.world_model.deter] = torch.randn(5, agent.world_model.deter)  # another h, the same z
+    assert not agent.gate.is_open
+    assert torch.equal(agent.policy_input(obs, state), agent.policy_input(obs, other))
+    with torch.no_grad():  # as if trained: targets behind the critics, a temperature moved
+        agent.sac.critics.weights[0].add_(1.0)
+        agent.sac.log_alpha.fill_(-5.0)
+    trained = agent.sac.critics.weights[0].clone()
+    agent.off_policy.open_gate()
+    agent.gate.open.fill_(1.0)
+    fresh = agent.sac.critics.weights[0]
+    assert not torch.allclose(fresh, trained) and fresh.abs().max() <= 1.0  # re-drawn in +-1/sqrt(fan_in)
+    assert all(torch.equal(t, c) for t, c in zip(agent.sac.target_params, agent.sac.critic_params, strict=True))
+    assert agent.sac.log_alpha.item() > -5.0
+    # Open, h reaches the input (and the learner's gradients reach its columns).
+    assert not torch.equal(agent.policy_input(obs, state), agent.policy_input(obs, other))
+
+
+def test_a_belief_run_saved_before_the_gate_loads_reading_the_belief():
+    agent = belief_agent()
+    old = {k: v for k, v in agent.weights().items() if not k.startswith("gate.")}
+    fresh = belief_agent()
+    fresh.load_weights(old)
+    assert fresh.gate.is_open
+    fresh.load_weights(agent.weights())  # a run with the gate: its verdict, shut, comes back
+    assert not fresh.gate.is_open
+
+
+def test_memory_gain_zero_reads_the_belief_from_the_start():
+    config = tiny("CartPole-v1", algo="belief", memory_gain=0.0)
+    agent = Agent(config, spec_of(make_env(config.env)))
+    assert agent.gate is None
+    obs, state = torch.randn(3, 4), torch.randn(3, agent.world_model.latent_dim)
+    other = state.clone()
+    other[:, :agent.world_model.deter] += 1.0
+    assert not np.allclose(agent.policy_input(obs, state).numpy(), agent.policy_input(obs, other).numpy())

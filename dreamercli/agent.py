@@ -122,7 +122,7 @@ class Agent(nn.Module):
         obs_in = self.world_model.latent_dim if self.reads_state else \
             spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
         # From vectors the learner reads h only once a held-out test says it pays (learners/memory_gate.py).
-        self.gate = MemoryGate(spec.obs_dim, wm.deter_dim, spec.action_dim, ln.sac_hidden, ln.memory_gain) \
+        self.gate = MemoryGate(spec.obs_dim, spec.action_dim, ln.sac_hidden, ln.memory_gain) \
             if self.reads_belief and not self.reads_state and ln.memory_gain > 0 else None
         obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,
                                                           spec.discrete, ln.sac_layers)

@@ -172,6 +172,18 @@ class ReplayBuffer:
             before += going
         return before
 
+    def history(self, slots: np.ndarray, cap: int = 1000) -> np.ndarray:
+        """What the episode showed before each slot, raw (n, 2 obs + act + 2): [o_{t-1}, a_{t-1}, 1] where a step
+        before it is stored, [o_first, 1] where the episode's first step is (within cap steps); zeros otherwise."""
+        into = self.steps_into_episode(slots, cap)
+        first = (slots - np.minimum(into, cap - 1)) % self.capacity
+        has_prev = (into > 0)[:, None].astype(np.float32)
+        has_first = ((into < cap) & np.isin(first, self.first_steps()))[:, None].astype(np.float32)
+        prev = (slots - 1) % self.capacity
+        flat = self.obs.reshape(self.capacity, -1)
+        return np.concatenate([flat[prev] * has_prev, self.actions[prev] * has_prev, has_prev,
+                               flat[first] * has_first, has_first], -1).astype(np.float32)
+
     def sequences_at(self, start: np.ndarray, seq_len: int, device: torch.device) -> SequenceBatch:
         """The sequences of seq_len steps from slots `start`; steps that leave the start's episode (or the
         stored data) are masked out."""

@@ -188,9 +188,9 @@ class LearnerConfig:
                                           "counts as useful.", "in (0, 1]")
     trust_window: int = setting(200, "Env steps of fresh transitions over which the guard measures errors.", "> 0")
     memory_gain: float = setting(0.3, "belief: the off-policy learner reads the RSSM's belief h only once a "
-                                      "check (every 750 env steps) finds that h predicts a step's outcome on "
-                                      "held-out episodes with this share less error than the observation alone "
-                                      "(0: from the start).", "in [0, 1)")
+                                      "check (every 750 env steps) finds that the episode's history predicts a "
+                                      "step's outcome on held-out episodes with this share less error than the "
+                                      "observation alone (0: from the start).", "in [0, 1)")
     settle_drift: float = setting(0.1, "From images SAC reads only the model state: it starts once the replayed "
                                         "states move by less than this share of their variance between refreshes "
                                         "(100 env steps), 5 times in a row, or at 5,000 env steps (0: at once).",

@@ -100,3 +100,18 @@ def test_steps_into_episode_count_back_to_the_start_or_the_oldest_kept_step_up_t
     oldest_first = (ring.cursor + np.arange(10)) % 10
     assert ring.obs[oldest_first, 1].tolist() == [1, 2, 0, 1, 2, 3, 4, 5, 6, 7]
     assert ring.steps_into_episode(oldest_first, 4).tolist() == [0, 1, 0, 1, 2, 3, 4, 4, 4, 4]
+
+
+def test_history_holds_the_step_before_and_the_episodes_first_observation():
+    buf = ReplayBuffer(100, 2, 1)
+    fill(buf, [3, 4])
+    h = buf.history(np.arange(7))
+    assert h.shape == (7, 2 * 2 + 1 + 2)
+    assert h[:, :2].tolist() == [[0, 0], [0, 0], [0, 1], [0, 0], [1, 0], [1, 1], [1, 2]]  # o_{t-1}, 0 at t = 0
+    assert h[:, 3].tolist() == [0, 1, 1, 0, 1, 1, 1]  # a step before is stored
+    assert h[:, 4:6].tolist() == [[0, 0]] * 3 + [[1, 0]] * 4  # the episode's first observation
+    assert h[:, 6].tolist() == [1] * 7
+    ring = ReplayBuffer(10, 2, 1)
+    fill(ring, [4, 3, 8])  # episode 1's first step was overwritten: it has no first observation
+    oldest_first = (ring.cursor + np.arange(10)) % 10
+    assert ring.history(oldest_first)[:, 6].tolist() == [0, 0] + [1] * 8

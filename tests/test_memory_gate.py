@@ -7,34 +7,33 @@ from conftest import tiny
 
 from dreamercli.agent import Agent
 from dreamercli.envs import make_env, spec_of
-from dreamercli.learners.memory_gate import MemoryGate
-
-DETER = 8
+from dreamercli.learners.memory_gate import MemoryGate, history_width
 
 
 def outcomes(gen: torch.Generator, informative: bool, n: int = 2048):
     """Rows of a task whose reward is +1 where the action matches a cue the observation hides, else -1.
 
-    reset: features of (o, a) alone; recalled: the same features, and the cue where `informative`
-    (a belief that remembers it), or a coin that has nothing to do with it (one that does not).
+    history: as ReplayBuffer.history() gives it, its first observation holding the cue where
+    `informative` (a task whose start shows it), or a coin that has nothing to do with it.
     """
     obs = torch.randn(n, 2, generator=gen)
     actions = F.one_hot(torch.randint(0, 2, (n,), generator=gen), 2).float()
     cue = torch.randint(0, 2, (n,), generator=gen).float() * 2 - 1
     rewards = (actions[:, 1] * 2 - 1) * cue
     next_obs = obs + 0.1 * (actions[:, 1:] * 2 - 1)
-    reset = torch.cat([torch.tanh(obs), actions, torch.zeros(n, DETER - 4)], -1)
     other = torch.randint(0, 2, (n,), generator=gen).float() * 2 - 1
-    recalled = reset.clone()
-    recalled[:, -1] = cue if informative else other
+    first = torch.stack([cue if informative else other, torch.zeros(n)], -1)
+    ones = torch.ones(n, 1)
+    history = torch.cat([obs - 0.1, actions, ones, first, ones], -1)
+    assert history.shape[1] == history_width(2, 2)
     episodes = torch.randint(0, 1000, (n,), generator=gen)
-    return obs, actions, rewards, next_obs, reset, recalled, episodes
+    return obs, actions, rewards, next_obs, history, episodes
 
 
 def checked(informative: bool) -> MemoryGate:
     """A gate after one converged check on such rows."""
     torch.manual_seed(0)
-    gate = MemoryGate(2, DETER, 2, 32, needed_gain=0.3)
+    gate = MemoryGate(2, 2, 32, needed_gain=0.3)
     gate.check(*outcomes(torch.Generator().manual_seed(1), informative))
     return gate
 
@@ -51,7 +50,7 @@ def test_a_belief_that_adds_nothing_to_the_observation_keeps_it_shut():
 
 
 def test_too_few_rows_to_hold_out_episodes_leave_the_gate_unscored_and_shut():
-    gate = MemoryGate(2, DETER, 2, 32, needed_gain=0.3)
+    gate = MemoryGate(2, 2, 32, needed_gain=0.3)
     rows = outcomes(torch.Generator().manual_seed(1), True, n=100)
     assert not gate.check(*rows) and not gate.is_open
     assert torch.isnan(torch.tensor(gate.gain()))

@@ -319,13 +319,9 @@ class BeliefOffPolicy(OffPolicyLearner):
         n = min(len(replay), CHECK_ROWS)
         tested = (replay.cursor - 1 - np.arange(n)) % replay.capacity
         raw, _ = replay.transitions_at(tested, self.device)
-        with torch.no_grad():  # the model's step from another row's belief: o_t and a_t, a history not theirs
-            model = self.beliefs.model
-            other = self.beliefs.inputs(np.roll(tested, 1))
-            reset = model.recur(other, model.split(model.observe_step(other, raw.obs))[1], raw.actions)
+        history = torch.as_tensor(replay.history(tested), device=self.device)
         episodes = torch.as_tensor(replay.episode[tested], device=self.device)
-        if self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, reset,
-                           self.beliefs.inputs(tested, after=True), episodes):
+        if self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, history, episodes):
             self.open_gate()
 
     def open_gate(self) -> None:

@@ -279,7 +279,10 @@ class Agent(nn.Module):
             yield from self.off_policy.learn(replay, rng)
 
     def pretrain_updates(self) -> int:
-        """World-model-only updates learn() makes at the prefill's last env step."""
+        """World-model-only updates learn() makes at the prefill's last env step: none behind a shut memory gate,
+        whose check does not read the model and whose learner does not yet either."""
+        if self.gate is not None and not self.gate.is_open:
+            return 0
         return self.config.train.pretrain if self.parts.world_model else 0
 
     def learner_metrics(self) -> dict[str, float]:

@@ -31,7 +31,7 @@ CONSTANT = 1e-6  # parts of y whose variance is below this are constant (CartPol
 MIN_REDUCTION = 0.4  # least share of a part's variance the history must remove for the part to count
 # While shut the model trains at this share of train_ratio: its belief still has to learn what the
 # check asks of it, but nothing else reads it yet, and on a fully observed task it never will.
-SHUT_MODEL_SHARE = 0.5
+SHUT_MODEL_SHARE = 0.25
 LR = 1e-3
 CHECK_EVERY = 750  # env steps between two converged checks while the gate is shut
 CHECK_STEPS = 1500  # Adam steps of a check's fresh regressors

@@ -162,7 +162,7 @@ class Agent(nn.Module):
         imagine_due = self.off_policy.imagine_due if parts.branching else lambda: True
         self.model_learner = None if self.world_model is None else ModelLearner(
             self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due, self.beliefs,
-            self.model_share, self.pretrain_updates(), None if self.gate is None else self.model_starts)
+            self.model_share, None, None if self.gate is None else self.model_starts)
 
     def model_share(self) -> float:
         """The share of train_ratio the world model trains at now: SHUT_MODEL_SHARE while the learner does not

@@ -78,7 +78,7 @@ class WorldModelConfig:
                                  "remembers what observations leave out), auto (the algo's own: rssm for belief, "
                                  "latent for the others).", choices=MODELS)
     latent_dim: int = setting(64, "Size of the Gaussian latent z.", "> 0")
-    deter_dim: int = setting(64, "Units of the RSSM's recurrent state h (its GRU).", "> 0")
+    deter_dim: int = setting(128, "Units of the RSSM's recurrent state h (its GRU).", "> 0")
     hidden_dim: int = setting(128, "Width of every hidden layer (world model and actor-critic).", "> 0")
     hidden_layers: int = setting(2, "Hidden layers of every network (world model and actor-critic).", "> 0")
     wm_lr: float = setting(1e-3, "Adam learning rate of the encoder, transition, heads and decoder.", "> 0")

@@ -27,14 +27,15 @@ GRAD_CLIP = 100.0  # global gradient-norm clip of the model's optimiser (as ever
 class ModelLearner:
     """The world model's optimiser and update schedule; imagination updates ride on its latents."""
 
-    COUNTERS = ("owed",)
+    COUNTERS = ("owed", "deferred")
 
     def __init__(self, world_model: WorldModel, config: Config, device: torch.device, draws: Draws,
                  imagination: ImaginationLearner | None = None, imagine_due: Callable[[], bool] = lambda: False,
                  beliefs: Beliefs | None = None, share: Callable[[], float] = lambda: 1.0,
                  pretrain: int | None = None,
                  starts: Callable[[ReplayBuffer, int, np.random.Generator], np.ndarray] | None = None):
-        """share: the part of train_ratio to train at, asked each env step (the memory gate lowers it);
+        """share: the part of train_ratio to train at, asked each env step (the memory gate lowers it); the
+        rest, and the pretraining while share < 1, is deferred and paid at the first step back at 1;
         pretrain: updates before behaviour learning (None: the config's); starts: where a recurrent model's n
         sequences begin, asked each update (None: Beliefs.sequence_starts)."""
         self.world_model, self.train_cfg, self.device, self.draws = world_model, config.train, device, draws
@@ -42,6 +43,7 @@ class ModelLearner:
         self.opt = FlatAdam(world_model, config.world_model.wm_lr, GRAD_CLIP)
         self.imagination, self.imagine_due = imagination, imagine_due
         self.owed = 0.0  # world-model updates due but not yet run (train_ratio may be fractional)
+        self.deferred = 0.0  # updates put off while share < 1
         self.beliefs = beliefs  # a recurrent model's replayed beliefs: what its sequences start from
         self.share = share
         self.starts = starts if starts is not None or beliefs is None else beliefs.sequence_starts
@@ -50,14 +52,22 @@ class ModelLearner:
     def learn(self, replay: ReplayBuffer, step: int, rng: np.random.Generator) -> Iterator[Update]:
         """Env step `step`'s model updates: the pretraining at the prefill's last step, then train_ratio's."""
         tr = self.train_cfg
+        share = self.share()
         if step == max(tr.prefill, 1):
+            if share < 1.0:
+                self.deferred += self.pretrain
             # Fit the model to the prefill data first: an actor trained in an untrained model
             # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
-            for _ in range(self.pretrain):
+            for _ in range(self.pretrain if share >= 1.0 else 0):
                 yield "pretrain", self.update(replay, rng, behave=False)
         if step < tr.prefill:
             return
-        self.owed += tr.train_ratio * self.share()
+        self.owed += tr.train_ratio * share
+        self.deferred += tr.train_ratio * (1.0 - share)
+        if share >= 1.0 and self.deferred:
+            # Back at the full rate (a learner now reads the model): the model catches up at once, so it is
+            # as far on as one that never slowed down.
+            self.owed, self.deferred = self.owed + self.deferred, 0.0
         while self.owed >= 1.0:
             yield "update", self.update(replay, rng, behave=self.imagination is not None and self.imagine_due())
             self.owed -= 1.0
@@ -104,3 +114,4 @@ class ModelLearner:
     def load_counters(self, state: dict[str, float]) -> None:
         """Restore counters() (0 where a checkpoint has none)."""
         self.owed = float(state.get("owed", 0.0))
+        self.deferred = float(state.get("deferred", 0.0))

@@ -62,6 +62,8 @@ COMPOSITIONS = {
 MODELS = {"latent": WorldModel, "rssm": RSSM}
 # Weights a run folder written before them lacks; loading it keeps their fresh values (0: none seen yet).
 ADDED_SINCE = ("sac.reward_scale",)
+# The memory gate's tensors and the memoryless learner behind it, which belief runs from before the gate lack.
+GATED = ("gate.", "memoryless_")
 
 
 def model_kind(config: Config) -> str | None:
@@ -126,6 +128,9 @@ class Agent(nn.Module):
             if self.reads_belief and not self.reads_state and ln.memory_gain > 0 else None
         obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,
                                                           spec.discrete, ln.sac_layers)
+        # While the gate is shut the agent is model-free's: an actor and critics of their own on o_t alone.
+        self.memoryless_actor = None if self.gate is None else Actor(spec.obs_dim, ln.sac_hidden, spec.action_dim,
+                                                                     spec.discrete, ln.sac_layers)
         state_dim = self.world_model.latent_dim if self.recurrent else wm.latent_dim
         if parts.imagination:
             with self.model_draws():  # the imagination critic is model work; an observation actor exists already
@@ -136,15 +141,19 @@ class Agent(nn.Module):
             self.actor_critic, self.actor = None, obs_actor
         self.to(self.device)
         # The learners, after .to(device): their optimisers pack each network's parameters into flat tensors.
-        self.actor_opt = FlatAdam(self.policy, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
+        trained = self.actor_critic.actor if self.actor_critic is not None else self.actor
+        self.actor_opt = FlatAdam(trained, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
+        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, trained, self.actor_opt,
+                       obs_in if self.reads_state else spec.obs_dim) if parts.off_policy else None
+        self.memoryless_sac = None
         if self.gate is not None:
             self.gate.optimiser()
-        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, self.policy, self.actor_opt,
-                       obs_in if self.reads_state else spec.obs_dim) if parts.off_policy else None
+            self.memoryless_sac = SAC(ln, spec.obs_dim, spec.action_dim, spec.discrete, self.memoryless_actor,
+                                      FlatAdam(self.memoryless_actor, ln.sac_lr, GRAD_CLIP["actor"]))
         self.off_policy: OffPolicyLearner | None = None
         if self.reads_belief:
             self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim, self.reads_state,
-                                              self.gate)
+                                              self.gate, self.memoryless_sac)
         elif parts.branching:
             self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
                                             spec.obs_dim, spec.action_dim, self.model_draws)
@@ -167,7 +176,7 @@ class Agent(nn.Module):
     def model_share(self) -> float:
         """The share of train_ratio the world model trains at now: SHUT_MODEL_SHARE while the learner does not
         read its belief, all of it otherwise."""
-        return SHUT_MODEL_SHARE if self.gate is not None and not self.gate.is_open else 1.0
+        return SHUT_MODEL_SHARE if self.shut else 1.0
 
     def model_starts(self, replay: ReplayBuffer, n: int, rng: np.random.Generator) -> np.ndarray:
         """Where the model's n training sequences start. While the gate is shut, at uniformly drawn steps, each
@@ -179,8 +188,16 @@ class Agent(nn.Module):
         return Beliefs.sequence_starts(replay, n, rng, firsts_share=0.0, snap=self.config.world_model.seq_len)
 
     @property
+    def shut(self) -> bool:
+        """Whether a memory gate keeps the learner off the belief: it reads o_t alone, with actor and critics
+        of its own."""
+        return self.gate is not None and not self.gate.is_open
+
+    @property
     def policy(self) -> Actor:
         """The one actor that acts (and that every learner of this algo trains)."""
+        if self.shut:
+            return self.memoryless_actor
         return self.actor_critic.actor if self.actor_critic is not None else self.actor
 
     def policy_input(self, obs: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
@@ -192,9 +209,8 @@ class Agent(nn.Module):
             return state if self.recurrent else self.world_model.encode_mean(obs)
         if self.reads_state:
             return symlog(state)
-        if self.reads_belief:
-            h = self.world_model.split(state)[0]
-            return symlog(torch.cat([obs, h if self.gate is None else h * self.gate.open], -1))
+        if self.reads_belief and not self.shut:
+            return symlog(torch.cat([obs, self.world_model.split(state)[0]], -1))
         return symlog(obs)
 
     def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
@@ -204,7 +220,7 @@ class Agent(nn.Module):
             return z
         if self.reads_state:
             return symlog(z)
-        if self.reads_belief:
+        if self.reads_belief and not self.shut:
             return torch.cat([self.world_model.decoder(z), symlog(self.world_model.split(z)[0])], -1)
         return self.world_model.decoder(z)
 
@@ -281,7 +297,7 @@ class Agent(nn.Module):
     def pretrain_updates(self) -> int:
         """World-model-only updates learn() makes at the prefill's last env step: none behind a shut memory gate,
         whose check does not read the model and whose learner does not yet either."""
-        if self.gate is not None and not self.gate.is_open:
+        if self.shut:
             return 0
         return self.config.train.pretrain if self.parts.world_model else 0
 
@@ -302,6 +318,8 @@ class Agent(nn.Module):
             opts.update(self.sac.optimisers())
         if self.gate is not None:
             opts["memory_gate"] = self.gate.optimiser()
+            opts["memoryless_actor"] = self.memoryless_sac.actor_opt
+            opts.update({f"memoryless_{k}": v for k, v in self.memoryless_sac.optimisers().items()})
         return {k: v for k, v in opts.items() if v is not None}
 
     def buffers(self) -> dict[str, ReplayBuffer]:
@@ -355,7 +373,7 @@ class Agent(nn.Module):
         """Load tensors written by weights(); ValueError in one line unless names and shapes match."""
         own = self.state_dict()
         # Tensors added since older run folders were written keep their fresh values there.
-        missing = sorted(set(own) - set(tensors) - set(ADDED_SINCE) - {k for k in own if k.startswith("gate.")})
+        missing = sorted(set(own) - set(tensors) - set(ADDED_SINCE) - {k for k in own if k.startswith(GATED)})
         unexpected = sorted(set(tensors) - set(own))
         wrong = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
         problems = []
@@ -369,7 +387,7 @@ class Agent(nn.Module):
                             f"the config needs {tuple(own[k].shape)})")
         if problems:
             raise ValueError("tensors do not fit the config: " + "; ".join(problems))
-        kept = [k for k in own if (k in ADDED_SINCE or k.startswith("gate.")) and k not in tensors]
+        kept = [k for k in own if (k in ADDED_SINCE or k.startswith(GATED)) and k not in tensors]
         self.load_state_dict({**{k: own[k] for k in kept},
                               **{k: v.to(self.device) for k, v in tensors.items()}}, strict=True)
         if self.gate is not None and "gate.open" not in tensors:  # a belief run from before the gate read h

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from conftest import tiny
 
 from dreamercli.agent import Agent
+from dreamercli.buffer import ReplayBuffer
 from dreamercli.envs import make_env, spec_of
 from dreamercli.learners.memory_gate import MemoryGate, history_width
 
@@ -62,31 +63,46 @@ def belief_agent() -> Agent:
     return Agent(config, spec_of(make_env(config.env)))
 
 
-def test_while_shut_the_policy_ignores_the_belief_and_opening_starts_the_learner_afresh():
+def cartpole_replay(steps: int) -> ReplayBuffer:
+    """Random-action CartPole-v1 transitions, one-hot actions, episodes numbered from 0."""
+    env, rng = make_env("CartPole-v1"), np.random.default_rng(0)
+    replay, episode = ReplayBuffer(steps, 4, 2), 0
+    obs, _ = env.reset(seed=0)
+    for _ in range(steps):
+        action = int(rng.integers(2))
+        nxt, reward, terminated, truncated, _ = env.step(action)
+        replay.add(obs, np.eye(2, dtype=np.float32)[action], reward, nxt, terminated, episode)
+        obs = nxt
+        if terminated or truncated:
+            (obs, _), episode = env.reset(), episode + 1
+    return replay
+
+
+def test_while_shut_a_memoryless_learner_acts_and_learns_and_opening_hands_over_to_one_reading_h():
     agent = belief_agent()
     obs = torch.randn(5, 4)
     state = torch.randn(5, agent.world_model.latent_dim)
     other = state.clone()
     other[:, :agent.world_model.deter] = torch.randn(5, agent.world_model.deter)  # another h, the same z
     assert not agent.gate.is_open
+    assert agent.policy is agent.memoryless_actor and agent.off_policy.sac is agent.memoryless_sac
+    assert agent.policy_input(obs, state).shape == (5, 4)  # o_t alone: no columns of zeros to pay for
     assert torch.equal(agent.policy_input(obs, state), agent.policy_input(obs, other))
-    with torch.no_grad():  # as if trained: targets behind the critics, a temperature moved
-        agent.sac.critics.weights[0].add_(1.0)
-        agent.sac.log_alpha.fill_(-5.0)
-    trained = agent.sac.critics.weights[0].clone()
-    agent.off_policy.open_gate()
+    before = {k: v.clone() for k, v in agent.weights().items()}
+    replay, step = cartpole_replay(200), agent.config.train.prefill
+    for _ in agent.learn(replay, step, np.random.default_rng(0)):
+        pass
+    after = agent.weights()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert {"memoryless_actor", "memoryless_sac"} <= changed and not changed & {"actor", "sac"}
     agent.gate.open.fill_(1.0)
-    fresh = agent.sac.critics.weights[0]
-    assert not torch.allclose(fresh, trained) and fresh.abs().max() <= 1.0  # re-drawn in +-1/sqrt(fan_in)
-    assert all(torch.equal(t, c) for t, c in zip(agent.sac.target_params, agent.sac.critic_params, strict=True))
-    assert agent.sac.log_alpha.item() > -5.0
-    # Open, h reaches the input (and the learner's gradients reach its columns).
+    assert agent.policy is agent.actor and agent.off_policy.sac is agent.sac
     assert not torch.equal(agent.policy_input(obs, state), agent.policy_input(obs, other))
 
 
 def test_a_belief_run_saved_before_the_gate_loads_reading_the_belief():
     agent = belief_agent()
-    old = {k: v for k, v in agent.weights().items() if not k.startswith("gate.")}
+    old = {k: v for k, v in agent.weights().items() if not k.startswith(("gate.", "memoryless_"))}
     fresh = belief_agent()
     fresh.load_weights(old)
     assert fresh.gate.is_open

@@ -240,11 +240,27 @@ class BeliefOffPolicy(OffPolicyLearner):
     reads_state (image observations: never raw pixels), the model state s_t = [h_t, z_t] alone."""
 
     def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs, obs_dim: int,
-                 reads_state: bool = False, gate: MemoryGate | None = None):
-        """gate: reads h only once its test says h pays (learners/memory_gate.py); None: always."""
+                 reads_state: bool = False, gate: MemoryGate | None = None, memoryless: SAC | None = None):
+        """gate: reads h only once its test says h pays (learners/memory_gate.py), and until then trains
+        `memoryless`, a SAC of its own on o_t alone; None: reads h always."""
+        self.gate, self.memoryless = gate, memoryless
         super().__init__(sac, cfg, device)
-        self.beliefs, self.obs_dim, self.reads_state, self.gate = beliefs, obs_dim, reads_state, gate
+        self.beliefs, self.obs_dim, self.reads_state = beliefs, obs_dim, reads_state
         self.replay: ReplayBuffer | None = None  # the replay of the last step, for metrics()
+
+    @property
+    def shut(self) -> bool:
+        """Whether the gate keeps the learner off h."""
+        return self.gate is not None and not self.gate.is_open
+
+    @property
+    def sac(self) -> SAC:
+        """The SAC that learns now: the memoryless one while the gate is shut, the one reading h after."""
+        return self.memoryless if self.shut else self.reading
+
+    @sac.setter
+    def sac(self, value: SAC) -> None:
+        self.reading = value
 
     def learn(self, replay: ReplayBuffer, rng: np.random.Generator) -> Iterator[Update]:
         """This env step's SAC updates; none (and none owed) while a learner reading the states alone waits for
@@ -277,11 +293,13 @@ class BeliefOffPolicy(OffPolicyLearner):
             rows["hybrid/memory_gate"] = float(self.gate.is_open)
             if not math.isnan(self.gate.gain()):
                 rows["hybrid/recall_gain"] = self.gate.gain()
+        if self.shut:
+            rows["hybrid/belief_share"] = 0.0
+            return rows
         n = min(len(self.replay), 256)
         slots = (self.replay.cursor - 1 - np.arange(n)) % self.replay.capacity
-        h = self.beliefs.inputs(slots)
         x = self.sac.features(torch.cat([torch.as_tensor(self.replay.obs[slots], device=self.device),
-                                         h if self.gate is None else h * self.gate.open], -1))
+                                         self.beliefs.inputs(slots)], -1))
         columns = x.shape[-1]
         weight = self.sac.critics.weights[0][:, :columns]  # (members, inputs[, + actions], hidden)
         signal = weight.pow(2).sum((0, 2)).sqrt() * x.pow(2).mean(0).sqrt()
@@ -302,13 +320,11 @@ class BeliefOffPolicy(OffPolicyLearner):
             batch = batch._replace(obs=self.beliefs.state[slots].to(self.device),
                                    next_obs=self.beliefs.next_states(replay, last))
             return self.sac.updates(batch, turns)
-        h, h_next = self.beliefs.inputs(slots), self.beliefs.inputs(last, after=True)
-        shut = self.gate is not None and not self.gate.is_open
-        if shut:  # zeros in place of h: the learner reads the observation alone
-            h_next = torch.zeros_like(h_next)
-        batch = batch._replace(obs=torch.cat([batch.obs, torch.zeros_like(h) if shut else h], -1),
-                               next_obs=torch.cat([batch.next_obs, h_next], -1))
-        if not shut or self.beliefs.believed % CHECK_EVERY:
+        if not self.shut:
+            batch = batch._replace(obs=torch.cat([batch.obs, self.beliefs.inputs(slots)], -1),
+                                   next_obs=torch.cat([batch.next_obs, self.beliefs.inputs(last, after=True)], -1))
+            return self.sac.updates(batch, turns)
+        if self.beliefs.believed % CHECK_EVERY:  # shut: the memoryless learner, on the observation alone
             return self.sac.updates(batch, turns)
         return self._then_check(self.sac.updates(batch, turns), replay)
 
@@ -321,10 +337,6 @@ class BeliefOffPolicy(OffPolicyLearner):
         raw, _ = replay.transitions_at(tested, self.device)
         history = torch.as_tensor(replay.history(tested), device=self.device)
         episodes = torch.as_tensor(replay.episode[tested], device=self.device)
-        if self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, history, episodes):
-            self.open_gate()
-
-    def open_gate(self) -> None:
-        """Start the learner afresh, reading h: one that read the observation alone has fitted what that
-        allows, and with h's columns joined at zero it did not take up CueRecall's cue (docs/belief.md)."""
-        self.sac.restart()
+        # Opening hands learning to the SAC reading h, fresh: one that read the observation alone has fitted
+        # what that allows, and with h's columns joined at zero it did not take up CueRecall's cue.
+        self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, history, episodes)

@@ -60,21 +60,13 @@ class QEnsemble(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in itertools.pairwise(dims):
-            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out)))
-            self.biases.append(nn.Parameter(torch.empty(members, 1, fan_out)))
-            self.initialise(self.weights[-1], self.biases[-1])
+            bound = 1 / math.sqrt(fan_in)  # nn.Linear's default init, per member
+            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound)))
         # (weight, bias) per layer as a plain list: a ParameterList's indexing and iteration cost
         # microseconds per item, some 15 per update. The same Parameter objects (a deepcopy maps them;
         # FlatAdam and load_state_dict change their data, never them).
         self.layers = list(zip(self.weights, self.biases, strict=True))
-
-    @staticmethod
-    @torch.no_grad()
-    def initialise(w: torch.Tensor, b: torch.Tensor) -> None:
-        """nn.Linear's default init, per member: both uniform in +-1/sqrt(fan_in), in place."""
-        bound = 1 / math.sqrt(w.shape[1])
-        w.uniform_(-bound, bound)
-        b.uniform_(-bound, bound)
 
     def dropped(self, h: torch.Tensor) -> torch.Tensor | None:
         """Flat indices of the units of h that dropout zeroes this time (None: none).
@@ -391,20 +383,6 @@ class SAC(nn.Module):
             logged["sac/novelty_scale"] = 1.0 / self.novelty.value_spread.clamp_min(1.0)
         values = torch.stack(list(logged.values())).detach().tolist()  # one conversion, not five
         return dict(zip(logged, values, strict=True))
-
-    @torch.no_grad()
-    def restart(self) -> None:
-        """Forget what was learned: fresh critics (their targets equal to them), actor and temperature, and
-        fresh Adam moments; the reward unit and the novelty predictor stay, as the replay does."""
-        for w, b in self.critics.layers:
-            self.critics.initialise(w, b)
-        torch._foreach_copy_(self.target_params, self.critic_params)
-        for layer in self.actor.net:
-            if isinstance(layer, nn.Linear | nn.LayerNorm):
-                layer.reset_parameters()
-        self.log_alpha.fill_(math.log(self.cfg.sac_alpha))
-        for opt in (self.critic_opt, self.actor_opt, self.alpha_opt):
-            opt.state = {}
 
     @torch.no_grad()
     def update_targets(self) -> None:

@@ -107,30 +107,33 @@ class Agent(nn.Module):
         self.parts = parts = COMPOSITIONS[config.algo]
         wm, ac, ln = config.world_model, config.actor_critic, config.learner
         self.device = torch.device(device)
-        # Beside an off-policy learner the model draws from a stream of its own (streams.py).
-        self.stream = ModelStream(config.train.seed, self.device) if parts.branching else None
         check_composition(config, spec.image)
         kind = model_kind(config)
-        frames = {"obs_shape": spec.obs_shape} if spec.image else {}  # images: the RSSM's conv encoder and decoder
-        with self.model_draws():
-            self.world_model = None if kind is None else MODELS[kind](wm, spec.obs_dim, spec.action_dim, **frames)
         self.recurrent = kind == "rssm"
         # The belief composition's policy reads [o_t, h_t]; other observation policies o_t alone.
         self.reads_belief = self.recurrent and not parts.reads_latent
         # ... but never raw pixels: from images it reads the model state s_t = [h_t, z_t] instead.
         self.reads_state = self.reads_belief and spec.image
+        # From vectors the learner reads h only once a held-out test says it pays (learners/memory_gate.py).
+        gated = self.reads_belief and not self.reads_state and ln.memory_gain > 0
+        # Beside an off-policy learner the model draws from a stream of its own (streams.py); behind a shut
+        # memory gate so does everything that reads the model, which leaves the learner model-free's.
+        self.stream = ModelStream(config.train.seed, self.device) if parts.branching or gated else None
+        frames = {"obs_shape": spec.obs_shape} if spec.image else {}  # images: the RSSM's conv encoder and decoder
+        with self.model_draws():
+            self.world_model = None if kind is None else MODELS[kind](wm, spec.obs_dim, spec.action_dim, **frames)
+            self.gate = MemoryGate(spec.obs_dim, spec.action_dim, ln.sac_hidden, ln.memory_gain) if gated else None
         settle = ln.settle_drift if self.reads_state else None  # from images SAC waits for the states to settle
         self.beliefs = Beliefs(self.world_model, self.device, settle) if self.recurrent else None
         obs_in = self.world_model.latent_dim if self.reads_state else \
             spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
-        # From vectors the learner reads h only once a held-out test says it pays (learners/memory_gate.py).
-        self.gate = MemoryGate(spec.obs_dim, spec.action_dim, ln.sac_hidden, ln.memory_gain) \
-            if self.reads_belief and not self.reads_state and ln.memory_gain > 0 else None
-        obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,
-                                                          spec.discrete, ln.sac_layers)
-        # While the gate is shut the agent is model-free's: an actor and critics of their own on o_t alone.
+        # While the gate is shut the agent is model-free's: an actor and critics of their own on o_t alone, drawn
+        # first from the learner's stream as model-free's are.
         self.memoryless_actor = None if self.gate is None else Actor(spec.obs_dim, ln.sac_hidden, spec.action_dim,
                                                                      spec.discrete, ln.sac_layers)
+        with self.model_draws() if gated else contextlib.nullcontext():
+            obs_actor = None if parts.reads_latent else Actor(obs_in, ln.sac_hidden, spec.action_dim,
+                                                              spec.discrete, ln.sac_layers)
         state_dim = self.world_model.latent_dim if self.recurrent else wm.latent_dim
         if parts.imagination:
             with self.model_draws():  # the imagination critic is model work; an observation actor exists already
@@ -143,17 +146,18 @@ class Agent(nn.Module):
         # The learners, after .to(device): their optimisers pack each network's parameters into flat tensors.
         trained = self.actor_critic.actor if self.actor_critic is not None else self.actor
         self.actor_opt = FlatAdam(trained, ln.sac_lr if parts.off_policy else ac.actor_lr, GRAD_CLIP["actor"])
-        self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, trained, self.actor_opt,
-                       obs_in if self.reads_state else spec.obs_dim) if parts.off_policy else None
         self.memoryless_sac = None
         if self.gate is not None:
             self.gate.optimiser()
             self.memoryless_sac = SAC(ln, spec.obs_dim, spec.action_dim, spec.discrete, self.memoryless_actor,
                                       FlatAdam(self.memoryless_actor, ln.sac_lr, GRAD_CLIP["actor"]))
+        with self.model_draws() if gated else contextlib.nullcontext():
+            self.sac = SAC(ln, obs_in, spec.action_dim, spec.discrete, trained, self.actor_opt,
+                           obs_in if self.reads_state else spec.obs_dim) if parts.off_policy else None
         self.off_policy: OffPolicyLearner | None = None
         if self.reads_belief:
             self.off_policy = BeliefOffPolicy(self.sac, ln, self.device, self.beliefs, spec.obs_dim, self.reads_state,
-                                              self.gate, self.memoryless_sac)
+                                              self.gate, self.memoryless_sac, self.model_draws)
         elif parts.branching:
             self.off_policy = HybridLearner(self.sac, ln, self.device, self.world_model, self.policy,
                                             spec.obs_dim, spec.action_dim, self.model_draws)

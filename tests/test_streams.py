@@ -30,6 +30,18 @@ def test_a_model_the_guard_never_trusts_leaves_the_learner_exactly_model_free(tm
     assert sac_rows(rows) == sac_rows(_rows(tmp_path / "mf"))
 
 
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_behind_a_shut_memory_gate_the_default_learner_is_exactly_model_free(tmp_path, env):
+    # The belief's model trains beside it (at its shut share) and its check never opens in 240 steps.
+    mf_agent, _ = train(tiny(env, algo="model-free", **SMALL), tmp_path / "mf")
+    agent, _ = train(tiny(env, algo="belief", **SMALL), tmp_path / "belief")
+    rows = _rows(tmp_path / "belief")
+    assert any("wm/loss" in r for r in rows) and not agent.gate.is_open
+    mf_weights, weights = mf_agent.policy.state_dict(), agent.policy.state_dict()
+    assert all(torch.equal(mf_weights[k], weights[k]) for k in mf_weights)
+    assert sac_rows(rows) == sac_rows(_rows(tmp_path / "mf"))
+
+
 def test_with_a_trusted_model_the_learner_does_follow_another_path(tmp_path):
     # The converse, so that the test above cannot pass by the model never running at all.
     mf_agent, _ = train(tiny("Pendulum-v1", algo="model-free", **SMALL), tmp_path / "mf")

@@ -16,8 +16,9 @@ row below settle_drift, or at SETTLE_CAP env steps.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -240,10 +241,12 @@ class BeliefOffPolicy(OffPolicyLearner):
     reads_state (image observations: never raw pixels), the model state s_t = [h_t, z_t] alone."""
 
     def __init__(self, sac: SAC, cfg: LearnerConfig, device: torch.device, beliefs: Beliefs, obs_dim: int,
-                 reads_state: bool = False, gate: MemoryGate | None = None, memoryless: SAC | None = None):
+                 reads_state: bool = False, gate: MemoryGate | None = None, memoryless: SAC | None = None,
+                 draws: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         """gate: reads h only once its test says h pays (learners/memory_gate.py), and until then trains
-        `memoryless`, a SAC of its own on o_t alone; None: reads h always."""
-        self.gate, self.memoryless = gate, memoryless
+        `memoryless`, a SAC of its own on o_t alone; None: reads h always. draws: the model's random stream,
+        which the gate's check draws from."""
+        self.gate, self.memoryless, self.draws = gate, memoryless, draws
         super().__init__(sac, cfg, device)
         self.beliefs, self.obs_dim, self.reads_state = beliefs, obs_dim, reads_state
         self.replay: ReplayBuffer | None = None  # the replay of the last step, for metrics()
@@ -339,4 +342,5 @@ class BeliefOffPolicy(OffPolicyLearner):
         episodes = torch.as_tensor(replay.episode[tested], device=self.device)
         # Opening hands learning to the SAC reading h, fresh: one that read the observation alone has fitted
         # what that allows, and with h's columns joined at zero it did not take up CueRecall's cue.
-        self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, history, episodes)
+        with self.draws():
+            self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, history, episodes)

@@ -21,7 +21,7 @@ from .envs import EnvSpec
 from .learners.belief import BeliefOffPolicy, Beliefs, Memory, perceive, took
 from .learners.hybrid import HybridLearner
 from .learners.imagination import ActorCritic, ImaginationLearner
-from .learners.memory_gate import SHUT_MODEL_SHARE, MemoryGate
+from .learners.memory_gate import OPEN_MODEL_SHARE, SHUT_MODEL_SHARE, MemoryGate
 from .learners.off_policy import OffPolicyLearner, Update
 from .learners.policy import Actor
 from .learners.sac import SAC
@@ -178,9 +178,11 @@ class Agent(nn.Module):
             self.model_share, None, None if self.gate is None else self.model_starts)
 
     def model_share(self) -> float:
-        """The share of train_ratio the world model trains at now: SHUT_MODEL_SHARE while the learner does not
-        read its belief, all of it otherwise."""
-        return SHUT_MODEL_SHARE if self.shut else 1.0
+        """The multiple of train_ratio the world model trains at now: behind a memory gate SHUT_MODEL_SHARE while
+        shut and OPEN_MODEL_SHARE once open; 1 without one."""
+        if self.gate is None:
+            return 1.0
+        return SHUT_MODEL_SHARE if self.shut else OPEN_MODEL_SHARE
 
     def model_starts(self, replay: ReplayBuffer, n: int, rng: np.random.Generator) -> np.ndarray:
         """Where the model's n training sequences start. While the gate is shut, at uniformly drawn steps, each

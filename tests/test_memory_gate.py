@@ -1,6 +1,9 @@
 """The memory gate: the off-policy learner reads the belief only once a held-out check says it pays."""
 
+import math
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny
@@ -8,7 +11,7 @@ from conftest import tiny
 from dreamercli.agent import Agent
 from dreamercli.buffer import ReplayBuffer
 from dreamercli.envs import make_env, spec_of
-from dreamercli.learners.memory_gate import MemoryGate, history_width
+from dreamercli.learners.memory_gate import OPEN_MODEL_SHARE, SHUT_MODEL_SHARE, MemoryGate, history_width
 
 
 def outcomes(gen: torch.Generator, informative: bool, n: int = 2048):
@@ -118,3 +121,22 @@ def test_memory_gain_zero_reads_the_belief_from_the_start():
     other = state.clone()
     other[:, :agent.world_model.deter] += 1.0
     assert not np.allclose(agent.policy_input(obs, state).numpy(), agent.policy_input(obs, other).numpy())
+
+
+def test_the_model_defers_most_updates_while_shut_and_catches_up_when_the_gate_opens():
+    agent = belief_agent()
+    replay, rng = cartpole_replay(300), np.random.default_rng(0)
+    tr, learner = agent.config.train, agent.model_learner
+
+    def updates_at(step: int) -> int:
+        return sum(1 for _ in learner.learn(replay, step, rng))
+
+    shut = sum(updates_at(tr.prefill + k) for k in range(40))  # pretraining deferred too
+    assert shut == math.floor(40 * tr.train_ratio * SHUT_MODEL_SHARE)
+    agent.gate.open.fill_(1.0)
+    opening = updates_at(tr.prefill + 40)
+    # At the opening the deferred pretraining and updates are paid at once, then the model runs at the
+    # open rate: as many as a model that never slowed down, and this step's at OPEN_MODEL_SHARE.
+    assert shut + opening == math.floor(tr.pretrain + 40 * tr.train_ratio + tr.train_ratio * OPEN_MODEL_SHARE)
+    assert updates_at(tr.prefill + 41) + updates_at(tr.prefill + 42) + updates_at(tr.prefill + 43) \
+        + updates_at(tr.prefill + 44) == pytest.approx(4 * tr.train_ratio * OPEN_MODEL_SHARE, abs=1)

@@ -2,7 +2,7 @@
 
 On a fully observed task h only adds inputs that move as the model learns: the critics lean on them
 and learn slower (docs/belief.md: CartPole-v1 took twice model-free's env steps). On a partially
-observed task h is what the learner needs. So the learner reads zeros in place of h until the
+observed task h is what the learner needs. So the learner does without h until the
 history pays. The check: two small regressors of a step's outcome y_t = [symlog o_{t+1} - symlog
 o_t, symlog r_t] (each part standardised), one reading (o_t, a_t), one also the raw history
 (o_{t-1}, a_{t-1}, and the episode's first observation, as stored); fitted afresh to convergence on
@@ -14,8 +14,13 @@ model's h, so the verdict does not wait for the model to learn what it would sho
 A finite difference also sharpens a regressor's fit of deterministic dynamics, where errors are
 tiny: so a part counts only where the history removes MIN_REDUCTION of its variance, besides
 memory_gain of the plain error (docs/belief.md: partially observed tasks 0.53 or more, fully
-observed ones 0.29 or less). The gate opens once and stays open; then the learner starts afresh,
-reading h from its first update.
+observed ones 0.29 or less). The gate opens once and stays open.
+
+While shut, a memoryless SAC of its own learns and acts on o_t alone, drawn from the learner's
+random stream as model-free's is, while the model, its check and the SAC that will read h draw
+from the model's: so until the gate opens the run is model-free's, step for step. Opening hands
+learning to the SAC reading [o_t, h_t], untrained until then, and the model catches up the
+updates it deferred.
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ from ..optim import FlatAdam
 HELD_OUT = 4  # episodes whose id is a multiple of this are scored, never trained on
 CONSTANT = 1e-6  # parts of y whose variance is below this are constant (CartPole-v1's reward)
 MIN_REDUCTION = 0.4  # least share of a part's variance the history must remove for the part to count
-# While shut the model trains at this share of train_ratio: its belief still has to learn what the
-# check asks of it, but nothing else reads it yet, and on a fully observed task it never will.
+# While shut the model trains at this share of train_ratio (the rest is deferred and paid at the
+# opening): nothing reads it yet, and on a fully observed task nothing ever will but `imagine`.
 SHUT_MODEL_SHARE = 0.25
+# Once open, at this multiple: the learner acts on h, and a memory is learned in model updates, not env
+# steps (CueRecall's cue took 1,200 to 3,200 of them on random play). Twice 0.5 updates of 16 x 16 steps
+# replays 256 steps per env step, still below DreamerV3's 512.
+OPEN_MODEL_SHARE = 2.0
 LR = 1e-3
 CHECK_EVERY = 750  # env steps between two converged checks while the gate is shut
 CHECK_STEPS = 1500  # Adam steps of a check's fresh regressors

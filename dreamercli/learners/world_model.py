@@ -34,8 +34,8 @@ class ModelLearner:
                  beliefs: Beliefs | None = None, share: Callable[[], float] = lambda: 1.0,
                  pretrain: int | None = None,
                  starts: Callable[[ReplayBuffer, int, np.random.Generator], np.ndarray] | None = None):
-        """share: the part of train_ratio to train at, asked each env step (the memory gate lowers it); the
-        rest, and the pretraining while share < 1, is deferred and paid at the first step back at 1;
+        """share: the multiple of train_ratio to train at, asked each env step (the memory gate sets it); below
+        1 the rest, and the pretraining, is deferred and paid at the first step at 1 or more;
         pretrain: updates before behaviour learning (None: the config's); starts: where a recurrent model's n
         sequences begin, asked each update (None: Beliefs.sequence_starts)."""
         self.world_model, self.train_cfg, self.device, self.draws = world_model, config.train, device, draws
@@ -63,7 +63,7 @@ class ModelLearner:
         if step < tr.prefill:
             return
         self.owed += tr.train_ratio * share
-        self.deferred += tr.train_ratio * (1.0 - share)
+        self.deferred += tr.train_ratio * max(0.0, 1.0 - share)
         if share >= 1.0 and self.deferred:
             # Back at the full rate (a learner now reads the model): the model catches up at once, so it is
             # as far on as one that never slowed down.

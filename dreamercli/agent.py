@@ -18,7 +18,7 @@ from torch import nn
 from .buffer import ReplayBuffer
 from .config import Config, ConfigError
 from .envs import EnvSpec
-from .learners.belief import BeliefOffPolicy, Beliefs, Memory, perceive, took
+from .learners.belief import BeliefOffPolicy, Beliefs, BeliefScale, Memory, perceive, took
 from .learners.hybrid import HybridLearner
 from .learners.imagination import ActorCritic, ImaginationLearner
 from .learners.memory_gate import OPEN_MODEL_SHARE, SHUT_MODEL_SHARE, MemoryGate
@@ -61,7 +61,7 @@ COMPOSITIONS = {
 }
 MODELS = {"latent": WorldModel, "rssm": RSSM}
 # Weights a run folder written before them lacks; loading it keeps their fresh values (0: none seen yet).
-ADDED_SINCE = ("sac.reward_scale",)
+ADDED_SINCE = ("sac.reward_scale", "belief_scale.mean", "belief_scale.scale")
 # The memory gate's tensors and the memoryless learner behind it, which belief runs from before the gate lack.
 GATED = ("gate.", "memoryless_")
 
@@ -124,7 +124,9 @@ class Agent(nn.Module):
             self.world_model = None if kind is None else MODELS[kind](wm, spec.obs_dim, spec.action_dim, **frames)
             self.gate = MemoryGate(spec.obs_dim, spec.action_dim, ln.sac_hidden, ln.memory_gain) if gated else None
         settle = ln.settle_drift if self.reads_state else None  # from images SAC waits for the states to settle
-        self.beliefs = Beliefs(self.world_model, self.device, settle) if self.recurrent else None
+        # From vectors the learner reads h standardised by its replayed spread (learners/belief.py).
+        self.belief_scale = BeliefScale(wm.deter_dim) if self.reads_belief and not self.reads_state else None
+        self.beliefs = Beliefs(self.world_model, self.device, settle, self.belief_scale) if self.recurrent else None
         obs_in = self.world_model.latent_dim if self.reads_state else \
             spec.obs_dim + (wm.deter_dim if self.reads_belief else 0)
         # While the gate is shut the agent is model-free's: an actor and critics of their own on o_t alone, drawn
@@ -216,7 +218,7 @@ class Agent(nn.Module):
         if self.reads_state:
             return symlog(state)
         if self.reads_belief and not self.shut:
-            return symlog(torch.cat([obs, self.world_model.split(state)[0]], -1))
+            return symlog(torch.cat([obs, self.belief_scale(self.world_model.split(state)[0])], -1))
         return symlog(obs)
 
     def imagined_input(self, z: torch.Tensor) -> torch.Tensor:
@@ -227,7 +229,7 @@ class Agent(nn.Module):
         if self.reads_state:
             return symlog(z)
         if self.reads_belief and not self.shut:
-            return torch.cat([self.world_model.decoder(z), symlog(self.world_model.split(z)[0])], -1)
+            return torch.cat([self.world_model.decoder(z), symlog(self.belief_scale(self.world_model.split(z)[0]))], -1)
         return self.world_model.decoder(z)
 
     def model_draws(self, rng: np.random.Generator | None = None

@@ -12,6 +12,7 @@ from dreamercli.agent import Agent
 from dreamercli.buffer import ReplayBuffer
 from dreamercli.envs import make_env, spec_of
 from dreamercli.learners.memory_gate import OPEN_MODEL_SHARE, SHUT_MODEL_SHARE, MemoryGate, history_width
+from dreamercli.nets import symlog
 
 
 def outcomes(gen: torch.Generator, informative: bool, n: int = 2048):
@@ -105,10 +106,12 @@ def test_while_shut_a_memoryless_learner_acts_and_learns_and_opening_hands_over_
 
 def test_a_belief_run_saved_before_the_gate_loads_reading_the_belief():
     agent = belief_agent()
-    old = {k: v for k, v in agent.weights().items() if not k.startswith(("gate.", "memoryless_"))}
+    old = {k: v for k, v in agent.weights().items() if not k.startswith(("gate.", "memoryless_", "belief_scale."))}
     fresh = belief_agent()
     fresh.load_weights(old)
     assert fresh.gate.is_open
+    h = torch.randn(3, agent.world_model.deter)
+    assert torch.equal(fresh.belief_scale(h), h)  # as it read h then: unscaled
     fresh.load_weights(agent.weights())  # a run with the gate: its verdict, shut, comes back
     assert not fresh.gate.is_open
 
@@ -140,3 +143,20 @@ def test_the_model_defers_most_updates_while_shut_and_catches_up_when_the_gate_o
     assert shut + opening == math.floor(tr.pretrain + 40 * tr.train_ratio + tr.train_ratio * OPEN_MODEL_SHARE)
     assert updates_at(tr.prefill + 41) + updates_at(tr.prefill + 42) + updates_at(tr.prefill + 43) \
         + updates_at(tr.prefill + 44) == pytest.approx(4 * tr.train_ratio * OPEN_MODEL_SHARE, abs=1)
+
+
+def test_the_learner_reads_h_standardised_by_its_replayed_spread_when_acting_and_learning():
+    agent = belief_agent()
+    replay = cartpole_replay(300)
+    agent.beliefs.follow(replay, 300)  # the first follow refreshes every replayed belief, and fits the scale
+    slots = np.arange(len(replay))
+    h = agent.beliefs.inputs(slots)
+    spread = agent.world_model.split(agent.beliefs.state[slots])[0].std(0)
+    wide = spread > 0.05  # units that move well beyond the floor
+    assert wide.sum() > 5
+    assert h.mean(0).abs().max() < 1e-3 and torch.allclose(h.std(0)[wide], torch.ones(int(wide.sum())), atol=0.05)
+    agent.gate.open.fill_(1.0)
+    state = agent.beliefs.state[:4]
+    scaled = (agent.world_model.split(state)[0] - agent.belief_scale.mean) / agent.belief_scale.scale
+    expected = torch.cat([torch.as_tensor(replay.obs[:4]), scaled], -1)
+    assert torch.allclose(agent.policy_input(torch.as_tensor(replay.obs[:4]), state), symlog(expected))

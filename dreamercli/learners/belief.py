@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..buffer import ReplayBuffer
 from ..config import LearnerConfig
@@ -34,6 +35,7 @@ REFRESH_EVERY = 100  # env steps between recomputing every replayed belief with 
 SETTLED_REFRESHES = 5  # refreshes in a row with drift below settle_drift before a state-reading learner starts
 SETTLE_CAP = 5_000  # env steps after which it starts whatever the drift: a bound on the wait
 FIRSTS = 0.5  # share of the model's training sequences that start at an episode's first step
+SCALE_FLOOR = 1e-3  # added to each unit's std in BeliefScale: a unit that never moves stays near 0
 
 
 class Memory:
@@ -78,14 +80,41 @@ def took(memory: Memory, actions: torch.Tensor, rows: list[int] | None = None) -
     memory.action[slice(None) if rows is None else rows] = actions
 
 
+class BeliefScale(nn.Module):
+    """Per-unit mean and scale of the replayed h, by which the learner's h is standardised: (h - mean) / scale.
+
+    A GRU state can settle near one vector at each step of an episode, and what tells episodes apart
+    (a cue) then moves it by hundredths: on a CueRecall seed whose learner never took up the cue, h at
+    each step spread by 0.03 in all, nearly all of it the cue, which a linear read-out recovered with
+    R² 1 (docs/belief.md). Refitted at each refresh of the replayed beliefs; saved with the weights.
+    """
+
+    def __init__(self, deter: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(deter))
+        self.register_buffer("scale", torch.ones(deter))  # the identity until the first fit
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Standardised h."""
+        return (h - self.mean) / self.scale
+
+    @torch.no_grad()
+    def fit(self, h: torch.Tensor) -> None:
+        """Mean and std + SCALE_FLOOR of each unit over the rows of h (n, deter)."""
+        self.mean.copy_(h.mean(0))
+        self.scale.copy_(h.std(0) + SCALE_FLOOR)
+
+
 class Beliefs:
     """The RSSM's state s_t = [h_t, z_t] and its next h_{t+1} at every replay slot, in step with the replay."""
 
     COUNTERS = ("believed", "drift", "calm", "settled_at")
 
-    def __init__(self, model: RSSM, device: torch.device, settle: float | None = None):
-        """settle: the drift below which the states count as settled (settle_drift); None: not measured."""
-        self.model, self.device, self.settle = model, device, settle
+    def __init__(self, model: RSSM, device: torch.device, settle: float | None = None,
+                 scale: BeliefScale | None = None):
+        """settle: the drift below which the states count as settled (settle_drift); None: not measured.
+        scale: refitted to the replayed h at each refresh, and applied by inputs(); None: h as it is."""
+        self.model, self.device, self.settle, self.scale = model, device, settle, scale
         self.state = torch.zeros(0, model.latent_dim)  # sized to the replay at the first follow()
         self.next_h = torch.zeros(0, model.deter)
         self.believed = 0  # transitions (env steps) whose beliefs are filled in
@@ -159,6 +188,8 @@ class Beliefs:
         for t in range(int(lengths[0])):
             going = int(np.searchsorted(-lengths, -t, side="left"))  # episodes longer than t
             h = self._believe(replay, order[starts[:going] + t], h[:going])
+        if self.scale is not None:
+            self.scale.fit(self.model.split(self.state[:size])[0].to(self.device))
         if before is not None and len(old):
             self.drift = drift(old, self.state[:size][before])
             self.calm = self.calm + 1 if self.drift < self.settle else 0
@@ -207,8 +238,10 @@ class Beliefs:
         return states.to(self.device)
 
     def inputs(self, slots: np.ndarray, after: bool = False) -> torch.Tensor:
-        """What the off-policy learner reads beside o_t: h_t at the slots, or h_{t+1} after them."""
-        return (self.next_h[slots] if after else self.model.split(self.state[slots])[0]).to(self.device)
+        """What the off-policy learner reads beside o_t: h_t at the slots, or h_{t+1} after them (standardised
+        where there is a scale)."""
+        h = (self.next_h[slots] if after else self.model.split(self.state[slots])[0]).to(self.device)
+        return h if self.scale is None else self.scale(h)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The stored beliefs by name: stale by design, so a resume cannot recompute them."""

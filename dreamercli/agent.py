@@ -203,7 +203,8 @@ class Agent(nn.Module):
 
     @property
     def policy(self) -> Actor:
-        """The one actor that acts (and that every learner of this algo trains)."""
+        """The actor that acts now, and that the algo's learners train: behind a shut memory gate the
+        memoryless one."""
         if self.shut:
             return self.memoryless_actor
         return self.actor_critic.actor if self.actor_critic is not None else self.actor

@@ -3,7 +3,8 @@
 On a partially observed task one observation does not say where the system is going; the RSSM's
 h_t, built from the episode so far, does. The off-policy learner therefore reads [o_t, h_t]: the
 observation itself (so a fully observed task loses nothing) and the belief (so a hidden velocity
-can be recovered). Replayed beliefs go stale as the model learns, so they are recomputed for the
+can be recovered); from vectors, only once the memory gate opens (memory_gate.py), and with h
+standardised by BeliefScale. Replayed beliefs go stale as the model learns, so they are recomputed for the
 whole replay every REFRESH_EVERY env steps and filled in for each new transition in between.
 
 From images the learner reads the model state s_t alone, which means nothing until the model has

@@ -177,7 +177,7 @@ class Agent(nn.Module):
         imagine_due = self.off_policy.imagine_due if parts.branching else lambda: True
         self.model_learner = None if self.world_model is None else ModelLearner(
             self.world_model, config, self.device, self.model_draws, self.imagination, imagine_due, self.beliefs,
-            self.model_share, None, None if self.gate is None else self.model_starts)
+            self.model_share, None if self.gate is None else self.model_starts)
 
     def model_share(self) -> float:
         """The multiple of train_ratio the world model trains at now: behind a memory gate SHUT_MODEL_SHARE while
@@ -191,7 +191,7 @@ class Agent(nn.Module):
         moved back to its episode's first step where that is fewer than seq_len steps before: what the check
         asks of h (a cue) is then learned in windows that begin where it was seen, from h = 0, and the rest of
         a long episode is still fitted (a velocity). Once open, Beliefs' default."""
-        if self.gate.is_open:
+        if not self.shut:
             return Beliefs.sequence_starts(replay, n, rng)
         return Beliefs.sequence_starts(replay, n, rng, firsts_share=0.0, snap=self.config.world_model.seq_len)
 
@@ -305,7 +305,7 @@ class Agent(nn.Module):
 
     def pretrain_updates(self) -> int:
         """World-model-only updates learn() makes at the prefill's last env step: none behind a shut memory gate,
-        whose check does not read the model and whose learner does not yet either."""
+        which defers them to its opening (learners/world_model.py)."""
         if self.shut:
             return 0
         return self.config.train.pretrain if self.parts.world_model else 0

@@ -374,7 +374,7 @@ class BeliefOffPolicy(OffPolicyLearner):
         raw, _ = replay.transitions_at(tested, self.device)
         history = torch.as_tensor(replay.history(tested), device=self.device)
         episodes = torch.as_tensor(replay.episode[tested], device=self.device)
-        # Opening hands learning to the SAC reading h, fresh: one that read the observation alone has fitted
-        # what that allows, and with h's columns joined at zero it did not take up CueRecall's cue.
+        # An opening hands learning to the SAC reading h, untrained until then (the sac property): the one
+        # that read the observation alone has fitted what that allows.
         with self.draws():
             self.gate.check(raw.obs, raw.actions, raw.rewards, raw.next_obs, history, episodes)

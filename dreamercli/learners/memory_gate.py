@@ -50,7 +50,7 @@ GRAD_CLIP = 100.0
 
 
 class MemoryGate(nn.Module):
-    """The history check and its verdict: `open` (a 0-d buffer, saved with the weights) multiplies h."""
+    """The history check and its verdict: `open`, a 0-d buffer saved with the weights (1: the learner reads h)."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: int, needed_gain: float):
         """needed_gain: the least share of the plain regressor's held-out error the history must remove

@@ -32,12 +32,10 @@ class ModelLearner:
     def __init__(self, world_model: WorldModel, config: Config, device: torch.device, draws: Draws,
                  imagination: ImaginationLearner | None = None, imagine_due: Callable[[], bool] = lambda: False,
                  beliefs: Beliefs | None = None, share: Callable[[], float] = lambda: 1.0,
-                 pretrain: int | None = None,
                  starts: Callable[[ReplayBuffer, int, np.random.Generator], np.ndarray] | None = None):
         """share: the multiple of train_ratio to train at, asked each env step (the memory gate sets it); below
-        1 the rest, and the pretraining, is deferred and paid at the first step at 1 or more;
-        pretrain: updates before behaviour learning (None: the config's); starts: where a recurrent model's n
-        sequences begin, asked each update (None: Beliefs.sequence_starts)."""
+        1 the rest, and the pretraining, is deferred and paid at the first step at 1 or more; starts: where a
+        recurrent model's n sequences begin, asked each update (None: Beliefs.sequence_starts)."""
         self.world_model, self.train_cfg, self.device, self.draws = world_model, config.train, device, draws
         self.seq_len = config.world_model.seq_len
         self.opt = FlatAdam(world_model, config.world_model.wm_lr, GRAD_CLIP)
@@ -47,7 +45,6 @@ class ModelLearner:
         self.beliefs = beliefs  # a recurrent model's replayed beliefs: what its sequences start from
         self.share = share
         self.starts = starts if starts is not None or beliefs is None else beliefs.sequence_starts
-        self.pretrain = config.train.pretrain if pretrain is None else pretrain
 
     def learn(self, replay: ReplayBuffer, step: int, rng: np.random.Generator) -> Iterator[Update]:
         """Env step `step`'s model updates: the pretraining at the prefill's last step, then train_ratio's."""
@@ -55,10 +52,10 @@ class ModelLearner:
         share = self.share()
         if step == max(tr.prefill, 1):
             if share < 1.0:
-                self.deferred += self.pretrain
+                self.deferred += tr.pretrain
             # Fit the model to the prefill data first: an actor trained in an untrained model
             # follows its artefacts, and Adam turns that steady pull into a collapsed policy.
-            for _ in range(self.pretrain if share >= 1.0 else 0):
+            for _ in range(tr.pretrain if share >= 1.0 else 0):
                 yield "pretrain", self.update(replay, rng, behave=False)
         if step < tr.prefill:
             return
